@@ -1,0 +1,1 @@
+"""dynosim: a discrete-event twin of the Dynamo LLM serving stack."""
