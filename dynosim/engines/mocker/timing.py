@@ -1,0 +1,173 @@
+"""Pass timing models for the mocker engine, selected by name.
+
+A scheduler pass lasts ``prefill_ms(...) + decode_ms(...)`` divided by the
+speed-up ratios, as in Dynamo's mocker. Models are pure functions of the pass
+shape so they can be swapped (``--timing polynomial|interpolated``) and
+calibrated against live engines.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+# Dynamo mocker's default polynomial fit (prefill from the new tokens in the
+# pass, decode from KV utilisation), in milliseconds.
+PREFILL_COEFFS = (4.209989e-07, 1.518344e-02, 16.50142)
+DECODE_COEFFS = (-25.74, 54.01, 5.74)
+DECODE_FLOOR_MS = 1.0
+
+
+class TimingModel(Protocol):
+    name: str
+
+    def prefill_ms(self, batch_size: int, mean_isl: int, mean_prefix: int) -> float:
+        """Time of the prefill part of a pass (0 when nothing is prefilled)."""
+
+    def decode_ms(self, active_kv_tokens: int, mean_ctx: float, total_kv_tokens: int) -> float:
+        """Time of one decode step for the ready batch."""
+
+
+@dataclass(frozen=True)
+class PolynomialTiming:
+    """Quadratic prefill in new tokens, quadratic decode in KV utilisation."""
+
+    prefill_coeffs: tuple[float, float, float] = PREFILL_COEFFS
+    decode_coeffs: tuple[float, float, float] = DECODE_COEFFS
+    name: str = "polynomial"
+
+    def prefill_ms(self, batch_size: int, mean_isl: int, mean_prefix: int) -> float:
+        t = batch_size * (mean_isl - mean_prefix)
+        if t <= 0:
+            return 0.0
+        a, b, c = self.prefill_coeffs
+        return a * t * t + b * t + c
+
+    def decode_ms(self, active_kv_tokens: int, mean_ctx: float, total_kv_tokens: int) -> float:
+        p = active_kv_tokens / total_kv_tokens if total_kv_tokens > 0 else 0.0
+        if p > 1.0:
+            p = 1.0
+        a, b, c = self.decode_coeffs
+        return max(DECODE_FLOOR_MS, a * p * p + b * p + c)
+
+
+def _interp1_extrap(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
+    """Piecewise-linear interpolation that extrapolates from the end segments."""
+    n = len(xs)
+    if n == 1:
+        return float(ys[0])
+    i = int(np.searchsorted(xs, x, side="right")) - 1
+    i = min(max(i, 0), n - 2)
+    x0, x1 = xs[i], xs[i + 1]
+    w = (x - x0) / (x1 - x0)
+    return float(ys[i] + w * (ys[i + 1] - ys[i]))
+
+
+@dataclass(frozen=True)
+class InterpolatedTiming:
+    """Measured tables: prefill ms vs new tokens; decode ms vs (active KV tokens, context).
+
+    Linear / bilinear interpolation with extrapolation, floors as the polynomial.
+    Tables come from a profile file (YAML or JSON, or Dynamo's NPZ keys) written
+    by ``dynosim calibrate`` or taken from published measurements.
+    """
+
+    prefill_tokens: np.ndarray
+    prefill_ms_table: np.ndarray
+    decode_kv_tokens: np.ndarray
+    decode_ctx: np.ndarray
+    decode_itl: np.ndarray  # shape (len(decode_kv_tokens), len(decode_ctx))
+    source: str = ""
+    name: str = "interpolated"
+
+    def __post_init__(self) -> None:
+        if self.decode_itl.shape != (len(self.decode_kv_tokens), len(self.decode_ctx)):
+            raise ValueError(
+                f"profile {self.source}: decode.itl_ms must have shape "
+                f"({len(self.decode_kv_tokens)}, {len(self.decode_ctx)}), got {self.decode_itl.shape}"
+            )
+        for name, arr in (("prefill.new_tokens", self.prefill_tokens),
+                          ("decode.active_kv_tokens", self.decode_kv_tokens),
+                          ("decode.context_length", self.decode_ctx)):
+            if len(arr) == 0 or np.any(np.diff(arr) <= 0):
+                raise ValueError(f"profile {self.source}: {name} must be non-empty and strictly increasing")
+
+    def prefill_ms(self, batch_size: int, mean_isl: int, mean_prefix: int) -> float:
+        t = batch_size * (mean_isl - mean_prefix)
+        if t <= 0:
+            return 0.0
+        return max(0.0, _interp1_extrap(t, self.prefill_tokens, self.prefill_ms_table))
+
+    def decode_ms(self, active_kv_tokens: int, mean_ctx: float, total_kv_tokens: int) -> float:
+        kv, ctx, z = self.decode_kv_tokens, self.decode_ctx, self.decode_itl
+        if len(ctx) == 1:
+            return max(DECODE_FLOOR_MS, _interp1_extrap(active_kv_tokens, kv, z[:, 0]))
+        j = min(max(int(np.searchsorted(ctx, mean_ctx, side="right")) - 1, 0), len(ctx) - 2)
+        wc = (mean_ctx - ctx[j]) / (ctx[j + 1] - ctx[j])
+        col = z[:, j] + wc * (z[:, j + 1] - z[:, j])
+        return max(DECODE_FLOOR_MS, _interp1_extrap(active_kv_tokens, kv, col))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "InterpolatedTiming":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"timing profile not found: {path}")
+        if path.suffix == ".npz":
+            d = np.load(path)
+            need = ["prefill_isl", "prefill_ttft_ms", "decode_active_kv_tokens", "decode_context_length", "decode_itl"]
+            missing = [k for k in need if k not in d]
+            if missing:
+                raise ValueError(f"profile {path}: missing arrays {missing}")
+            return cls(np.asarray(d["prefill_isl"], float), np.asarray(d["prefill_ttft_ms"], float),
+                       np.asarray(d["decode_active_kv_tokens"], float), np.asarray(d["decode_context_length"], float),
+                       np.asarray(d["decode_itl"], float), source=str(path))
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raw = json.loads(text)
+        try:
+            pre, dec = raw["prefill"], raw["decode"]
+            return cls(np.asarray(pre["new_tokens"], float), np.asarray(pre["ms"], float),
+                       np.asarray(dec["active_kv_tokens"], float), np.asarray(dec["context_length"], float),
+                       np.asarray(dec["itl_ms"], float), source=str(path))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"profile {path}: expected prefill.{{new_tokens,ms}} and "
+                             f"decode.{{active_kv_tokens,context_length,itl_ms}} ({exc!r})") from None
+
+
+def bundled_profile(name: str) -> Path:
+    """Path of a profile shipped in ``dynosim/profiles`` (name without extension)."""
+    root = Path(__file__).resolve().parents[2] / "profiles"
+    for ext in (".yaml", ".yml", ".json", ".npz"):
+        p = root / f"{name}{ext}"
+        if p.exists():
+            return p
+    raise FileNotFoundError(f"no bundled profile named {name!r} in {root}")
+
+
+def _make_interpolated(profile: str | None = None) -> InterpolatedTiming:
+    if not profile:
+        raise ValueError("timing model 'interpolated' needs a profile (--timing-profile FILE or bundled name)")
+    p = Path(profile)
+    return InterpolatedTiming.from_file(p if p.exists() or p.suffix else bundled_profile(profile))
+
+
+TIMING_MODELS: dict[str, Callable[..., TimingModel]] = {
+    "polynomial": lambda profile=None: PolynomialTiming(),
+    "interpolated": _make_interpolated,
+}
+
+
+def make_timing(name: str, profile: str | None = None) -> TimingModel:
+    try:
+        factory = TIMING_MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown timing model {name!r}; choose from {sorted(TIMING_MODELS)}") from None
+    return factory(profile=profile)

@@ -1,0 +1,55 @@
+"""The request: what a trace row becomes inside the simulator.
+
+One mutable object per request carries its identity, its prompt as block
+hashes, its engine progress and its lifecycle timestamps (virtual ms), so the
+hot path touches one object and the metrics read the same fields afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class Request:
+    __slots__ = (
+        # identity and shape
+        "rid", "session", "turn", "line", "isl", "osl", "hash_ids", "seq_hashes", "priority",
+        # lifecycle (virtual ms; nan until it happens)
+        "arrival", "routed", "first_token", "last_token", "worker",
+        # engine progress
+        "computed", "generated", "blocks", "partial", "reused", "admitted", "preemptions",
+        "status",
+    )
+
+    def __init__(self, rid: int, isl: int, osl: int, hash_ids: tuple[int, ...], seq_hashes: list[int],
+                 arrival: float, session: str = "", turn: int = 0, line: int = 0, priority: int = 0):
+        self.rid = rid
+        self.session = session
+        self.turn = turn
+        self.line = line
+        self.isl = isl
+        self.osl = osl
+        self.hash_ids = hash_ids
+        self.seq_hashes = seq_hashes
+        self.priority = priority
+        self.arrival = arrival
+        self.routed = math.nan
+        self.first_token = math.nan
+        self.last_token = math.nan
+        self.worker = -1
+        self.computed = 0       # prompt+output tokens whose KV is computed
+        self.generated = 0      # output tokens emitted
+        self.blocks: list[int] = []  # full blocks held, in sequence order
+        self.partial = False    # holds one partial (unshared) tail block
+        self.reused = 0         # prompt tokens served from the prefix cache at first admission
+        self.admitted = False
+        self.preemptions = 0
+        self.status = "pending"
+
+    @property
+    def seq_len(self) -> int:
+        return self.isl + self.generated
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return (f"Request(rid={self.rid}, isl={self.isl}, osl={self.osl}, computed={self.computed}, "
+                f"generated={self.generated}, blocks={len(self.blocks)}, status={self.status})")
