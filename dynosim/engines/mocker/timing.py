@@ -39,6 +39,7 @@ class PolynomialTiming:
     prefill_coeffs: tuple[float, float, float] = PREFILL_COEFFS
     decode_coeffs: tuple[float, float, float] = DECODE_COEFFS
     name: str = "polynomial"
+    decode_depends_on_ctx: bool = False  # lets the simulator fast-forward decode stretches in O(1)
 
     def prefill_ms(self, batch_size: int, mean_isl: int, mean_prefix: int) -> float:
         t = batch_size * (mean_isl - mean_prefix)
@@ -83,6 +84,7 @@ class InterpolatedTiming:
     decode_itl: np.ndarray  # shape (len(decode_kv_tokens), len(decode_ctx))
     source: str = ""
     name: str = "interpolated"
+    decode_depends_on_ctx: bool = True
 
     def __post_init__(self) -> None:
         if self.decode_itl.shape != (len(self.decode_kv_tokens), len(self.decode_ctx)):

@@ -1,0 +1,284 @@
+"""vLLM-v1-style scheduler of one mocker engine, on a logical clock.
+
+``step()`` runs one scheduler pass at once and returns its duration; the
+caller (the simulator's worker, or a test) owns time. A pass:
+
+1. schedules running requests first, in order: a decode costs one token of
+   the ``max_num_batched_tokens`` budget, an unfinished prompt continues as a
+   chunk of what is left of the budget; KV blocks are allocated up to the new
+   position and, when the pool is full, the newest running request is
+   preempted (LIFO, or the oldest with FIFO) and retried until it fits;
+2. admits waiting requests (only if nothing was preempted in this pass and
+   while fewer than ``max_num_seqs`` run), reusing their longest cached prefix;
+3. lasts ``prefill_ms(batch, mean isl, mean prefix) + decode_ms(active KV,
+   mean context)``, divided by the speed-up ratios; every request whose prompt
+   is complete emits one token at the end of the pass.
+
+``uniform_run()`` tells how many next passes are pure decode steps that change
+nothing but token counts (no allocation, no completion, no admission); the
+simulator fast-forwards over them with ``advance_uniform()``. Both paths give
+the same results as stepping pass by pass.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dynosim.engines.mocker.config import MockerArgs
+from dynosim.engines.mocker.kv_cache import EventSink, KvCache
+from dynosim.engines.mocker.timing import TimingModel, make_timing
+from dynosim.request import Request
+
+_OUTPUT_BLOCK_TAG = 1 << 63
+
+
+@dataclass(slots=True)
+class PassResult:
+    duration_ms: float
+    emitted: list[Request] = field(default_factory=list)    # got one token at pass end
+    completed: list[Request] = field(default_factory=list)  # emitted their last token
+    failed: list[Request] = field(default_factory=list)     # can never fit in this engine
+    preempted: int = 0
+    prefill_tokens: int = 0
+
+
+class VllmScheduler:
+    def __init__(self, args: MockerArgs, timing: TimingModel | None = None, sink: EventSink | None = None):
+        self.args = args
+        self.timing = timing if timing is not None else make_timing(args.timing, args.timing_profile)
+        self.kv = KvCache(args.num_gpu_blocks, args.block_size, sink if args.enable_prefix_caching else None)
+        self.bs = args.block_size
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.total_kv_tokens = args.num_gpu_blocks * args.block_size
+        self.speed = args.speedup_ratio
+        self.decode_speed = args.speedup_ratio * args.decode_speedup_ratio
+        self.lifo = args.preemption_mode == "lifo"
+        self.num_preemptions = 0
+        self.passes = 0
+
+    # -- queue --------------------------------------------------------------
+    def add(self, req: Request) -> None:
+        req.status = "waiting"
+        self.waiting.append(req)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def _prompt_hashes(self, req: Request) -> list[int]:
+        return req.seq_hashes if self.args.enable_prefix_caching else []
+
+    # -- allocation -----------------------------------------------------------
+    def _allocate(self, req: Request, target_tokens: int) -> bool:
+        """Grow ``req``'s blocks to hold ``target_tokens``; False if the pool is full."""
+        bs = self.bs
+        need = -(-target_tokens // bs)
+        kv = self.kv
+        blocks = req.blocks
+        have = len(blocks) + req.partial
+        if have >= need:
+            return True
+        prompt = req.seq_hashes
+        n_prompt_full = len(prompt)
+        # Full prompt blocks are addressed by their hash and may be shared.
+        if len(blocks) < n_prompt_full and not req.partial:
+            upto = min(need, n_prompt_full)
+            start = len(blocks)
+            parent = blocks[-1] if blocks else None
+            got = kv.acquire(prompt[start:upto], parent) if self.args.enable_prefix_caching \
+                else kv.acquire(self._private_hashes(req, start, upto), parent)
+            if got:
+                blocks.extend(prompt[start:start + got] if self.args.enable_prefix_caching
+                              else self._private_hashes(req, start, start + got))
+            if got < upto - start:
+                return False
+            have = len(blocks)
+        while have < need:
+            if req.partial:
+                # The tail block filled with generated tokens: it becomes a full block.
+                h = _OUTPUT_BLOCK_TAG | (req.rid << 24) | len(blocks)
+                kv.promote_partial(h, blocks[-1] if blocks else None)
+                blocks.append(h)
+                req.partial = False
+                have = len(blocks)
+                continue
+            if not kv.acquire_partial():
+                return False
+            req.partial = True
+            have += 1
+        return True
+
+    def _private_hashes(self, req: Request, start: int, end: int) -> list[int]:
+        # Without prefix caching nothing is shared: give each block a private identity.
+        return [_OUTPUT_BLOCK_TAG | (req.rid << 24) | (1 << 23) | j for j in range(start, end)]
+
+    def _free(self, req: Request) -> None:
+        if req.partial:
+            self.kv.release_partial()
+            req.partial = False
+        if req.blocks:
+            self.kv.release(req.blocks)
+            req.blocks = []
+
+    def _preempt(self, victim: Request) -> None:
+        self._free(victim)
+        victim.computed = 0
+        victim.preemptions += 1
+        victim.status = "waiting"
+        self.waiting.appendleft(victim)
+        self.num_preemptions += 1
+
+    # -- one pass -------------------------------------------------------------
+    def step(self) -> PassResult:
+        """Run one scheduler pass; token times are the caller's ``now + duration``."""
+        self.passes += 1
+        bs = self.bs
+        budget = self.args.max_num_batched_tokens
+        running = self.running
+        kv = self.kv
+        preempted = 0
+        batch = 0
+        total_isl = 0
+        total_prefix = 0
+
+        i = 0
+        while i < len(running) and budget > 0:
+            req = running[i]
+            remaining = req.seq_len - req.computed
+            n = remaining if remaining < budget else budget
+            target = req.computed + n
+            current_preempted = False
+            while not self._allocate(req, target):
+                victim = running.pop() if self.lifo else running.pop(0)
+                self._preempt(victim)
+                preempted += 1
+                if victim is req:
+                    current_preempted = True
+                    break
+                if not self.lifo:
+                    i -= 1
+            if current_preempted:
+                break
+            before = req.computed
+            if before < req.isl or n > 1:
+                batch += 1
+                total_isl += before + n
+                total_prefix += before
+            req.computed = target
+            budget -= n
+            i += 1
+
+        failed: list[Request] = []
+        if preempted == 0:
+            waiting = self.waiting
+            max_seqs = self.args.max_num_seqs
+            while waiting and len(running) < max_seqs and budget > 0:
+                req = waiting[0]
+                cached = 0
+                if req.computed == 0 and self.args.enable_prefix_caching and req.seq_hashes:
+                    hit = kv.match_prefix(req.seq_hashes)
+                    cached = min(hit * bs, req.seq_len)
+                remaining = req.seq_len - cached
+                if not self.args.enable_chunked_prefill and remaining > budget:
+                    break
+                n = remaining if remaining < budget else budget
+                target = cached + n
+                if not self._allocate(req, target):
+                    self._free(req)
+                    if not running:
+                        # Even an empty engine cannot hold it: fail it rather than wait forever.
+                        waiting.popleft()
+                        req.status = "failed: prompt does not fit in the KV cache"
+                        failed.append(req)
+                        continue
+                    break
+                waiting.popleft()
+                if not req.admitted:
+                    req.admitted = True
+                    req.reused = min(cached, req.isl)
+                req.status = "running"
+                running.append(req)
+                if cached < req.isl or n > 1:
+                    batch += 1
+                    total_isl += cached + n
+                    total_prefix += cached
+                req.computed = target
+                budget -= n
+
+        result = PassResult(0.0, preempted=preempted, failed=failed)
+        prefill_ms = 0.0
+        if batch:
+            prefill_ms = self.timing.prefill_ms(batch, total_isl // batch, total_prefix // batch)
+            result.prefill_tokens = total_isl - total_prefix
+
+        # Decode: every running request with its whole sequence computed emits a token.
+        emitted = result.emitted
+        ctx_sum = 0
+        for req in running:
+            if req.computed >= req.seq_len and req.generated < req.osl:
+                emitted.append(req)
+                ctx_sum += req.seq_len
+        decode_ms = 0.0
+        if emitted:
+            decode_ms = self.timing.decode_ms(kv.num_active * bs, ctx_sum / len(emitted),
+                                              self.total_kv_tokens) / self.decode_speed
+            completed = result.completed
+            for req in emitted:
+                req.generated += 1
+                if req.generated >= req.osl:
+                    completed.append(req)
+            if completed:
+                done = set(map(id, completed))
+                self.running = [r for r in running if id(r) not in done]
+                for req in completed:
+                    self._free(req)
+                    req.status = "done"
+        result.duration_ms = prefill_ms / self.speed + decode_ms
+        return result
+
+    # -- fast-forward ---------------------------------------------------------
+    def uniform_run(self) -> int:
+        """How many next passes are pure decode steps with no allocation, completion or admission."""
+        running = self.running
+        if not running or (self.waiting and len(running) < self.args.max_num_seqs):
+            return 0
+        if len(running) > self.args.max_num_batched_tokens:
+            return 0
+        bs = self.bs
+        k = 1 << 60
+        for req in running:
+            seq_len = req.seq_len
+            if req.computed != seq_len - 1 or req.computed < req.isl:
+                return 0
+            room = (len(req.blocks) + req.partial) * bs - seq_len + 1
+            left = req.osl - req.generated - 1
+            m = room if room < left else left
+            if m < k:
+                k = m
+                if k <= 0:
+                    return 0
+        return k
+
+    def uniform_durations(self, k: int) -> np.ndarray:
+        """Durations (ms) of the next ``k`` uniform passes."""
+        running = self.running
+        n = len(running)
+        ctx0 = sum(r.seq_len for r in running) / n
+        active = self.kv.num_active * self.bs
+        timing = self.timing
+        if getattr(timing, "decode_depends_on_ctx", True) is False:
+            d = timing.decode_ms(active, ctx0, self.total_kv_tokens) / self.decode_speed
+            return np.full(k, d)
+        return np.array([timing.decode_ms(active, ctx0 + m, self.total_kv_tokens)
+                         for m in range(k)]) / self.decode_speed
+
+    def advance_uniform(self, c: int) -> None:
+        """Apply ``c`` uniform passes: every running request computes and emits ``c`` tokens."""
+        self.passes += c
+        for req in self.running:
+            req.computed += c
+            req.generated += c

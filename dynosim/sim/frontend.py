@@ -1,0 +1,82 @@
+"""The virtual frontend: admits trace arrivals, routes them, chains session turns.
+
+First turns arrive at their (normalised, sped-up) timestamps; a later turn
+arrives when the previous turn of its session completes plus its delay, as in
+Dynamo's trace replay.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from dynosim.request import Request
+from dynosim.router.hashing import BlockHasher
+from dynosim.router.policies.base import RoutingPolicy
+from dynosim.sim.clock import PRIO_ARRIVAL, Clock
+from dynosim.sim.worker import Worker
+from dynosim.traces.mooncake import Session, Trace
+
+
+class Frontend:
+    def __init__(self, clock: Clock, trace: Trace, hasher: BlockHasher, policy: RoutingPolicy,
+                 workers: Sequence[Worker], kv_capacity_blocks: int):
+        self.clock = clock
+        self.trace = trace
+        self.hasher = hasher
+        self.policy = policy
+        self.workers = workers
+        self.worker_ids = list(range(len(workers)))
+        self.capacity = kv_capacity_blocks
+        self.requests: list[Request] = []
+        self._sessions: list[Session] = list(trace.sessions)
+        self._next_session = 0
+        self._turn_of: dict[int, tuple[Session, int]] = {}
+
+    def start(self) -> None:
+        if self._sessions:
+            self.clock.call_at(self._sessions[0].start_ms, self._arrive_next_session, PRIO_ARRIVAL)
+
+    def _arrive_next_session(self) -> None:
+        session = self._sessions[self._next_session]
+        self._next_session += 1
+        if self._next_session < len(self._sessions):
+            nxt = self._sessions[self._next_session]
+            self.clock.call_at(nxt.start_ms, self._arrive_next_session, PRIO_ARRIVAL)
+        self._admit(session, 0)
+
+    def _admit(self, session: Session, turn_idx: int) -> None:
+        row = session.turns[turn_idx].row
+        now = self.clock.now()
+        seq = self.hasher.sequence_hashes(row.hash_ids, row.input_length)
+        req = Request(len(self.requests), row.input_length, row.output_length, row.hash_ids, seq, now,
+                      session=session.session_id, turn=turn_idx, line=row.line, priority=row.priority or 0)
+        self.requests.append(req)
+        self._turn_of[req.rid] = (session, turn_idx)
+        bs = self.hasher.block_size
+        if -(-(req.isl + req.osl) // bs) > self.capacity:
+            req.status = (f"failed: needs {-(-(req.isl + req.osl) // bs)} KV blocks, "
+                          f"engine holds {self.capacity}")
+            self._next_turn(req, now)
+            return
+        w = self.policy.select(req, self.worker_ids)
+        req.worker = w
+        req.routed = now
+        self.workers[w].submit(req)
+
+    # -- engine signals -----------------------------------------------------------
+    def on_first_token(self, req: Request) -> None:
+        self.policy.on_first_token(req)
+
+    def on_complete(self, req: Request) -> None:
+        self.policy.on_complete(req)
+        self._next_turn(req, req.last_token)
+
+    def on_failed(self, req: Request) -> None:
+        self.policy.on_complete(req)
+        self._next_turn(req, self.clock.now())
+
+    def _next_turn(self, req: Request, t_done: float) -> None:
+        session, idx = self._turn_of.pop(req.rid)
+        if idx + 1 < len(session.turns):
+            turn = session.turns[idx + 1]
+            self.clock.call_at(t_done + turn.delay_ms, lambda: self._admit(session, idx + 1), PRIO_ARRIVAL)

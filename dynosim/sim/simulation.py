@@ -1,0 +1,72 @@
+"""Wire a virtual cluster (frontend, router policy, mocker workers) and run it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from dynosim.config import RunConfig
+from dynosim.engines.mocker.scheduler import VllmScheduler
+from dynosim.engines.mocker.timing import make_timing
+from dynosim.metrics.collector import requests_frame, summarize
+from dynosim.request import Request
+from dynosim.router.hashing import BlockHasher
+from dynosim.router.policies import make_policy
+from dynosim.sim.clock import SimClock
+from dynosim.sim.frontend import Frontend
+from dynosim.sim.worker import TokenGaps, Worker
+from dynosim.traces.mooncake import Trace
+
+
+@dataclass
+class SimState:
+    """Everything a finished simulation leaves behind (for metrics and invariant checks)."""
+
+    config: RunConfig
+    requests: list[Request]
+    workers: list[Worker]
+    gaps: TokenGaps
+    wall_s: float
+    extra: dict = field(default_factory=dict)
+
+
+def simulate(trace: Trace, cfg: RunConfig) -> SimState:
+    """Replay ``trace`` through ``cfg``'s deployment in virtual time."""
+    if trace.trace_block_size != cfg.trace_block_size:
+        raise ValueError(f"trace was loaded with trace_block_size={trace.trace_block_size}, "
+                         f"config says {cfg.trace_block_size}")
+    t0 = time.perf_counter()
+    clock = SimClock()
+    timing = make_timing(cfg.engine.timing, cfg.engine.timing_profile)
+    policy = make_policy(cfg.router_mode, seed=cfg.seed)
+    hasher = BlockHasher(cfg.engine.block_size, cfg.trace_block_size)
+    gaps = TokenGaps()
+    workers: list[Worker] = []
+    frontend_ref: list[Frontend] = []
+
+    def first_token(req: Request) -> None:
+        frontend_ref[0].on_first_token(req)
+
+    def complete(req: Request) -> None:
+        frontend_ref[0].on_complete(req)
+
+    def failed(req: Request) -> None:
+        frontend_ref[0].on_failed(req)
+
+    for wid in range(cfg.workers):
+        workers.append(Worker(wid, clock, VllmScheduler(cfg.engine, timing), gaps, first_token, complete,
+                              on_failed=failed, fast_forward=cfg.fast_forward))
+    frontend = Frontend(clock, trace, hasher, policy, workers, cfg.engine.num_gpu_blocks)
+    frontend_ref.append(frontend)
+    frontend.start()
+    clock.run()
+    return SimState(cfg, frontend.requests, workers, gaps, time.perf_counter() - t0)
+
+
+def summarize_state(state: SimState) -> tuple[pd.DataFrame, dict]:
+    df = requests_frame(state.requests)
+    summary = summarize(df, state.gaps.values, state.gaps.counts, state.config.num_gpus)
+    summary["preemptions"] = sum(w.sched.num_preemptions for w in state.workers)
+    return df, summary

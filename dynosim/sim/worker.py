@@ -1,0 +1,157 @@
+"""One simulated engine in virtual time: runs scheduler passes back to back.
+
+A regular pass is executed when it starts and its tokens are stamped at its
+end. Stretches of uniform decode passes (nothing but token counts change) are
+taken in one event; a request routed here mid-stretch cuts it at the first
+pass boundary at or after its arrival, exactly where stepping pass by pass
+would have admitted it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from dynosim.engines.mocker.scheduler import PassResult, VllmScheduler
+from dynosim.request import Request
+from dynosim.sim.clock import PRIO_COMPLETION, PRIO_PASS_START, Clock
+
+
+class TokenGaps:
+    """Run-length encoded inter-token gaps of all requests (value ms, count)."""
+
+    __slots__ = ("values", "counts")
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.counts: list[int] = []
+
+
+class Worker:
+    def __init__(self, wid: int, clock: Clock, scheduler: VllmScheduler, gaps: TokenGaps,
+                 on_first_token: Callable[[Request], None], on_complete: Callable[[Request], None],
+                 on_failed: Callable[[Request], None] | None = None,
+                 fast_forward: bool = True, on_pass: Callable[["Worker", float, PassResult], None] | None = None):
+        self.wid = wid
+        self.clock = clock
+        self.sched = scheduler
+        self.gaps = gaps
+        self.on_first_token = on_first_token
+        self.on_complete = on_complete
+        self.on_failed = on_failed
+        self.fast_forward = fast_forward
+        self.on_pass = on_pass
+        self._busy = False
+        self._start_pending = False
+        self._gen = 0
+        # current stretch of uniform passes: start, end times, durations, passes to apply
+        self._t0 = 0.0
+        self._ends: np.ndarray | None = None
+        self._durs: np.ndarray | None = None
+        self._apply = 0
+        self.busy_ms = 0.0
+
+    # -- inputs -----------------------------------------------------------------
+    def submit(self, req: Request) -> None:
+        """Hand a routed request to this engine at the current virtual time."""
+        self.sched.add(req)
+        if self._busy:
+            if self._ends is not None:
+                self._cut_stretch(self.clock.now())
+        elif not self._start_pending:
+            self._start_pending = True
+            self.clock.call_at(self.clock.now(), self._start_pass, PRIO_PASS_START)
+
+    # -- passes -----------------------------------------------------------------
+    def _start_pass(self) -> None:
+        self._start_pending = False
+        sched = self.sched
+        if not sched.has_work:
+            return
+        now = self.clock.now()
+        k = sched.uniform_run() if self.fast_forward else 0
+        self._gen += 1
+        gen = self._gen
+        self._busy = True
+        if k >= 2:
+            durs = sched.uniform_durations(k)
+            ends = np.cumsum(np.concatenate(([now], durs)))[1:]
+            self._t0, self._ends, self._durs, self._apply = now, ends, durs, k
+            end = float(ends[-1])
+            self.clock.call_at(end, lambda: self._end_stretch(gen), PRIO_COMPLETION)
+            return
+        res = sched.step()
+        if res.failed and self.on_failed is not None:
+            for req in res.failed:
+                self.on_failed(req)
+        if res.duration_ms <= 0.0 and not res.emitted:
+            # Nothing ran (e.g. the waiting head does not fit yet): wait for the next event.
+            self._busy = False
+            if res.failed and sched.has_work:
+                self._start_pending = True
+                self.clock.call_at(now, self._start_pass, PRIO_PASS_START)
+            return
+        end = now + res.duration_ms
+        self.clock.call_at(end, lambda: self._end_pass(gen, end, res), PRIO_COMPLETION)
+
+    def _cut_stretch(self, t: float) -> None:
+        ends = self._ends
+        starts_before = int(np.searchsorted(ends[:-1], t, side="left")) + 1  # passes that began before t
+        if starts_before >= self._apply:
+            return
+        self._apply = starts_before
+        self._gen += 1
+        gen = self._gen
+        self.clock.call_at(float(ends[starts_before - 1]), lambda: self._end_stretch(gen), PRIO_COMPLETION)
+
+    def _end_stretch(self, gen: int) -> None:
+        if gen != self._gen:
+            return
+        c = self._apply
+        ends, durs = self._ends, self._durs
+        self._ends = self._durs = None
+        end = float(ends[c - 1])
+        n = len(self.sched.running)
+        values, counts = self.gaps.values, self.gaps.counts
+        if durs[0] == durs[c - 1]:
+            # constant-duration stretch (polynomial timing): one entry; the first
+            # gap of each request is measured from its last token, which was d ago
+            values.append(float(durs[0]))
+            counts.append(n * c)
+        else:
+            for m in range(c):
+                values.append(float(durs[m]))
+                counts.append(n)
+        for req in self.sched.running:
+            req.last_token = end
+        self.sched.advance_uniform(c)
+        self.busy_ms += end - self._t0
+        self._after_pass(end)
+
+    def _end_pass(self, gen: int, end: float, res: PassResult) -> None:
+        if gen != self._gen:  # pragma: no cover - regular passes are never cut
+            return
+        values, counts = self.gaps.values, self.gaps.counts
+        for req in res.emitted:
+            if math.isnan(req.first_token):
+                req.first_token = end
+                req.last_token = end
+                self.on_first_token(req)
+            else:
+                values.append(end - req.last_token)
+                counts.append(1)
+                req.last_token = end
+        for req in res.completed:
+            self.on_complete(req)
+        self.busy_ms += res.duration_ms
+        if self.on_pass is not None:
+            self.on_pass(self, end, res)
+        self._after_pass(end)
+
+    def _after_pass(self, end: float) -> None:
+        self._busy = False
+        if self.sched.has_work and not self._start_pending:
+            self._start_pending = True
+            self.clock.call_at(end, self._start_pass, PRIO_PASS_START)
