@@ -67,6 +67,7 @@ def simulate(trace: Trace, cfg: RunConfig) -> SimState:
 
 def summarize_state(state: SimState) -> tuple[pd.DataFrame, dict]:
     df = requests_frame(state.requests)
-    summary = summarize(df, state.gaps.values, state.gaps.counts, state.config.num_gpus)
+    gap_values, gap_counts = state.gaps.arrays()
+    summary = summarize(df, gap_values, gap_counts, state.config.num_gpus)
     summary["preemptions"] = sum(w.sched.num_preemptions for w in state.workers)
     return df, summary

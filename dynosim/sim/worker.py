@@ -22,11 +22,21 @@ from dynosim.sim.clock import PRIO_COMPLETION, PRIO_PASS_START, Clock
 class TokenGaps:
     """Run-length encoded inter-token gaps of all requests (value ms, count)."""
 
-    __slots__ = ("values", "counts")
+    __slots__ = ("values", "counts", "_runs")
 
     def __init__(self) -> None:
-        self.values: list[float] = []
+        self.values: list[float] = []   # single gaps from regular passes
         self.counts: list[int] = []
+        self._runs: list[tuple[np.ndarray, int]] = []  # (durations of a stretch, requests in it)
+
+    def add_run(self, durations: np.ndarray, n_requests: int) -> None:
+        self._runs.append((durations, n_requests))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """All gaps as (values, counts) arrays."""
+        vals = [np.asarray(self.values, float)] + [d for d, _ in self._runs]
+        cnts = [np.asarray(self.counts, np.int64)] + [np.full(len(d), n, np.int64) for d, n in self._runs]
+        return np.concatenate(vals), np.concatenate(cnts)
 
 
 class Worker:
@@ -114,16 +124,7 @@ class Worker:
         self._ends = self._durs = None
         end = float(ends[c - 1])
         n = len(self.sched.running)
-        values, counts = self.gaps.values, self.gaps.counts
-        if durs[0] == durs[c - 1]:
-            # constant-duration stretch (polynomial timing): one entry; the first
-            # gap of each request is measured from its last token, which was d ago
-            values.append(float(durs[0]))
-            counts.append(n * c)
-        else:
-            for m in range(c):
-                values.append(float(durs[m]))
-                counts.append(n)
+        self.gaps.add_run(durs[:c], n)
         for req in self.sched.running:
             req.last_token = end
         self.sched.advance_uniform(c)

@@ -141,6 +141,7 @@ class VllmScheduler:
         running = self.running
         kv = self.kv
         preempted = 0
+        prefilled: list[Request] = []
         batch = 0
         total_isl = 0
         total_prefix = 0
@@ -165,6 +166,7 @@ class VllmScheduler:
                 break
             before = req.computed
             if before < req.isl or n > 1:
+                prefilled.append(req)
                 batch += 1
                 total_isl += before + n
                 total_prefix += before
@@ -203,6 +205,7 @@ class VllmScheduler:
                 req.status = "running"
                 running.append(req)
                 if cached < req.isl or n > 1:
+                    prefilled.append(req)
                     batch += 1
                     total_isl += cached + n
                     total_prefix += cached
@@ -215,17 +218,24 @@ class VllmScheduler:
             prefill_ms = self.timing.prefill_ms(batch, total_isl // batch, total_prefix // batch)
             result.prefill_tokens = total_isl - total_prefix
 
-        # Decode: every running request with its whole sequence computed emits a token.
+        # Every running request whose sequence is computed emits a token at pass end. Only
+        # requests that were already decoding cost decode time (a request whose prefill
+        # finished in this pass gets its first token for the prefill's price); the decode
+        # step is timed on their summed context length.
         emitted = result.emitted
         ctx_sum = 0
-        for req in running:
+        n_dec = 0
+        fresh = set(map(id, prefilled)) if prefilled else ()
+        for req in self.running:
             if req.computed >= req.seq_len and req.generated < req.osl:
                 emitted.append(req)
-                ctx_sum += req.seq_len
+                if id(req) not in fresh:
+                    ctx_sum += req.seq_len
+                    n_dec += 1
         decode_ms = 0.0
+        if n_dec:
+            decode_ms = self.timing.decode_ms(ctx_sum, ctx_sum / n_dec, self.total_kv_tokens) / self.decode_speed
         if emitted:
-            decode_ms = self.timing.decode_ms(kv.num_active * bs, ctx_sum / len(emitted),
-                                              self.total_kv_tokens) / self.decode_speed
             completed = result.completed
             for req in emitted:
                 req.generated += 1
@@ -233,7 +243,7 @@ class VllmScheduler:
                     completed.append(req)
             if completed:
                 done = set(map(id, completed))
-                self.running = [r for r in running if id(r) not in done]
+                self.running = [r for r in self.running if id(r) not in done]
                 for req in completed:
                     self._free(req)
                     req.status = "done"
@@ -264,17 +274,12 @@ class VllmScheduler:
         return k
 
     def uniform_durations(self, k: int) -> np.ndarray:
-        """Durations (ms) of the next ``k`` uniform passes."""
+        """Durations (ms) of the next ``k`` uniform passes: the summed context grows by n per pass."""
         running = self.running
         n = len(running)
-        ctx0 = sum(r.seq_len for r in running) / n
-        active = self.kv.num_active * self.bs
-        timing = self.timing
-        if getattr(timing, "decode_depends_on_ctx", True) is False:
-            d = timing.decode_ms(active, ctx0, self.total_kv_tokens) / self.decode_speed
-            return np.full(k, d)
-        return np.array([timing.decode_ms(active, ctx0 + m, self.total_kv_tokens)
-                         for m in range(k)]) / self.decode_speed
+        ctx0 = sum(r.seq_len for r in running)
+        ctx = ctx0 + n * np.arange(k, dtype=np.float64)
+        return self.timing.decode_ms_vec(ctx, ctx / n, self.total_kv_tokens) / self.decode_speed
 
     def advance_uniform(self, c: int) -> None:
         """Apply ``c`` uniform passes: every running request computes and emits ``c`` tokens."""

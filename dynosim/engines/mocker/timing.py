@@ -31,6 +31,9 @@ class TimingModel(Protocol):
     def decode_ms(self, active_kv_tokens: int, mean_ctx: float, total_kv_tokens: int) -> float:
         """Time of one decode step for the ready batch."""
 
+    def decode_ms_vec(self, active_kv_tokens: np.ndarray, mean_ctx: np.ndarray, total_kv_tokens: int) -> np.ndarray:
+        """``decode_ms`` over arrays (consecutive passes of a decode stretch)."""
+
 
 @dataclass(frozen=True)
 class PolynomialTiming:
@@ -39,7 +42,6 @@ class PolynomialTiming:
     prefill_coeffs: tuple[float, float, float] = PREFILL_COEFFS
     decode_coeffs: tuple[float, float, float] = DECODE_COEFFS
     name: str = "polynomial"
-    decode_depends_on_ctx: bool = False  # lets the simulator fast-forward decode stretches in O(1)
 
     def prefill_ms(self, batch_size: int, mean_isl: int, mean_prefix: int) -> float:
         t = batch_size * (mean_isl - mean_prefix)
@@ -54,6 +56,14 @@ class PolynomialTiming:
             p = 1.0
         a, b, c = self.decode_coeffs
         return max(DECODE_FLOOR_MS, a * p * p + b * p + c)
+
+    def decode_ms_vec(self, active_kv_tokens: np.ndarray, mean_ctx: np.ndarray, total_kv_tokens: int) -> np.ndarray:
+        if total_kv_tokens <= 0:
+            p = np.zeros_like(active_kv_tokens, dtype=float)
+        else:
+            p = np.minimum(active_kv_tokens / total_kv_tokens, 1.0)
+        a, b, c = self.decode_coeffs
+        return np.maximum(DECODE_FLOOR_MS, a * p * p + b * p + c)
 
 
 def _interp1_extrap(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
@@ -84,7 +94,6 @@ class InterpolatedTiming:
     decode_itl: np.ndarray  # shape (len(decode_kv_tokens), len(decode_ctx))
     source: str = ""
     name: str = "interpolated"
-    decode_depends_on_ctx: bool = True
 
     def __post_init__(self) -> None:
         if self.decode_itl.shape != (len(self.decode_kv_tokens), len(self.decode_ctx)):
@@ -112,6 +121,10 @@ class InterpolatedTiming:
         wc = (mean_ctx - ctx[j]) / (ctx[j + 1] - ctx[j])
         col = z[:, j] + wc * (z[:, j + 1] - z[:, j])
         return max(DECODE_FLOOR_MS, _interp1_extrap(active_kv_tokens, kv, col))
+
+    def decode_ms_vec(self, active_kv_tokens: np.ndarray, mean_ctx: np.ndarray, total_kv_tokens: int) -> np.ndarray:
+        return np.array([self.decode_ms(float(a), float(c), total_kv_tokens)
+                         for a, c in zip(active_kv_tokens, mean_ctx)])
 
     @classmethod
     def from_file(cls, path: str | Path) -> "InterpolatedTiming":
