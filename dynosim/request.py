@@ -17,7 +17,7 @@ class Request:
         # lifecycle (virtual ms; nan until it happens)
         "arrival", "routed", "first_token", "last_token", "worker",
         # engine progress
-        "computed", "generated", "blocks", "partial", "reused", "admitted", "preemptions",
+        "computed", "generated", "blocks", "partial", "reused", "first_reused", "admitted", "preemptions",
         "status",
     )
 
@@ -41,7 +41,8 @@ class Request:
         self.generated = 0      # output tokens emitted
         self.blocks: list[int] = []  # full blocks held, in sequence order
         self.partial = False    # holds one partial (unshared) tail block
-        self.reused = 0         # prompt tokens served from the prefix cache at first admission
+        self.reused = 0         # prompt tokens served from the prefix cache (max over admissions)
+        self.first_reused = 0   # the same at first admission
         self.admitted = False
         self.preemptions = 0
         self.status = "pending"

@@ -5,7 +5,8 @@ TTFT = first token − arrival; E2E = last token − arrival; ITL per request =
 1000/ITL; token gaps = every consecutive inter-token gap pooled over all
 requests (Dynamo's "ITL" distribution). Throughputs divide totals by the span
 from the first arrival to the last token. Prefix reuse = prompt tokens served
-from the prefix cache at first admission / prompt tokens.
+from the prefix cache (best admission; also reported at first admission) /
+prompt tokens, over completed requests.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dynosim.request import Request
 
 REQUEST_COLUMNS = [
     "request_id", "session_id", "turn", "line", "worker", "status", "arrival_ms", "first_token_ms",
-    "last_token_ms", "input_tokens", "output_tokens", "reused_tokens", "ttft_ms", "e2e_ms", "itl_ms",
+    "last_token_ms", "input_tokens", "output_tokens", "reused_tokens", "first_reused_tokens", "ttft_ms", "e2e_ms", "itl_ms",
     "tps_user", "preemptions",
 ]
 
@@ -47,6 +48,7 @@ def requests_frame(requests: list[Request]) -> pd.DataFrame:
         "input_tokens": np.fromiter((r.isl for r in requests), np.int64, n),
         "output_tokens": out,
         "reused_tokens": np.fromiter((r.reused for r in requests), np.int64, n),
+        "first_reused_tokens": np.fromiter((r.first_reused for r in requests), np.int64, n),
         "ttft_ms": ttft,
         "e2e_ms": e2e,
         "itl_ms": itl,
@@ -80,6 +82,8 @@ def summarize(df: pd.DataFrame, gap_values, gap_counts, num_gpus: int) -> dict:
         },
         "num_gpus": num_gpus,
         "prefix_reuse_ratio": float(done["reused_tokens"].sum() / in_tokens) if in_tokens else 0.0,
+        "first_admission_prefix_reuse_ratio":
+            float(done["first_reused_tokens"].sum() / in_tokens) if in_tokens else 0.0,
         "preemptions": int(df["preemptions"].sum()),
         "ttft_ms": distribution(done["ttft_ms"].to_numpy()),
         "e2e_ms": distribution(done["e2e_ms"].to_numpy()),

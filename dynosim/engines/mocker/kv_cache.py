@@ -63,6 +63,19 @@ class KvCache:
                 break
         return n
 
+    def match_prefix_split(self, seq_hashes: list[int]) -> tuple[int, int]:
+        """(leading resident blocks, how many of those are active i.e. referenced)."""
+        active, inactive = self.active, self.inactive
+        n = 0
+        n_active = 0
+        for h in seq_hashes:
+            if h in active:
+                n_active += 1
+            elif h not in inactive:
+                break
+            n += 1
+        return n, n_active
+
     # -- allocation -------------------------------------------------------------
     def _make_room(self) -> bool:
         if len(self.active) + len(self.inactive) + self.n_partial < self.capacity:

@@ -35,6 +35,11 @@ from dynosim.request import Request
 _OUTPUT_BLOCK_TAG = 1 << 63
 
 
+def _ns(ms: float) -> float:
+    """Round a duration to whole nanoseconds, as Dynamo's engine clock does."""
+    return round(ms * 1e6) / 1e6
+
+
 @dataclass(slots=True)
 class PassResult:
     duration_ms: float
@@ -73,44 +78,46 @@ class VllmScheduler:
         return req.seq_hashes if self.args.enable_prefix_caching else []
 
     # -- allocation -----------------------------------------------------------
+    def _block_hash(self, req: Request, j: int) -> int:
+        """Identity of ``req``'s block j once full: its prompt hash, else a private output id."""
+        if j < len(req.seq_hashes) and self.args.enable_prefix_caching:
+            return req.seq_hashes[j]
+        return _OUTPUT_BLOCK_TAG | (req.rid << 24) | j
+
     def _allocate(self, req: Request, target_tokens: int) -> bool:
-        """Grow ``req``'s blocks to hold ``target_tokens``; False if the pool is full."""
+        """Grow ``req``'s blocks to hold ``target_tokens``; False if the pool is full.
+
+        A block becomes a shared, hash-addressed block only once all its tokens
+        are computed; until then it is the request's private partial block.
+        """
         bs = self.bs
-        need = -(-target_tokens // bs)
         kv = self.kv
         blocks = req.blocks
-        have = len(blocks) + req.partial
-        if have >= need:
-            return True
-        prompt = req.seq_hashes
-        n_prompt_full = len(prompt)
-        # Full prompt blocks are addressed by their hash and may be shared.
-        if len(blocks) < n_prompt_full and not req.partial:
-            upto = min(need, n_prompt_full)
-            start = len(blocks)
-            parent = blocks[-1] if blocks else None
-            got = kv.acquire(prompt[start:upto], parent) if self.args.enable_prefix_caching \
-                else kv.acquire(self._private_hashes(req, start, upto), parent)
-            if got:
-                blocks.extend(prompt[start:start + got] if self.args.enable_prefix_caching
-                              else self._private_hashes(req, start, start + got))
-            if got < upto - start:
-                return False
-            have = len(blocks)
-        while have < need:
-            if req.partial:
-                # The tail block filled with generated tokens: it becomes a full block.
-                h = _OUTPUT_BLOCK_TAG | (req.rid << 24) | len(blocks)
-                kv.promote_partial(h, blocks[-1] if blocks else None)
-                blocks.append(h)
-                req.partial = False
-                have = len(blocks)
+        n_prompt_full = len(req.seq_hashes) if self.args.enable_prefix_caching else 0
+        while True:
+            j = len(blocks)
+            if (j + 1) * bs <= target_tokens:
+                if req.partial:
+                    h = self._block_hash(req, j)
+                    kv.promote_partial(h, blocks[-1] if blocks else None)
+                    blocks.append(h)
+                    req.partial = False
+                    continue
+                if j < n_prompt_full:
+                    upto = min(target_tokens // bs, n_prompt_full)
+                    hashes = req.seq_hashes[j:upto]
+                else:
+                    hashes = [self._block_hash(req, j)]
+                got = kv.acquire(hashes, blocks[-1] if blocks else None)
+                blocks.extend(hashes[:got])
+                if got < len(hashes):
+                    return False
                 continue
-            if not kv.acquire_partial():
-                return False
-            req.partial = True
-            have += 1
-        return True
+            if j * bs < target_tokens and not req.partial:
+                if not kv.acquire_partial():
+                    return False
+                req.partial = True
+            return True
 
     def _private_hashes(self, req: Request, start: int, end: int) -> list[int]:
         # Without prefix caching nothing is shared: give each block a private identity.
@@ -141,7 +148,6 @@ class VllmScheduler:
         running = self.running
         kv = self.kv
         preempted = 0
-        prefilled: list[Request] = []
         batch = 0
         total_isl = 0
         total_prefix = 0
@@ -164,12 +170,12 @@ class VllmScheduler:
                     i -= 1
             if current_preempted:
                 break
-            before = req.computed
-            if before < req.isl or n > 1:
-                prefilled.append(req)
+            prompt_before = min(req.computed, req.isl)
+            prompt_now = min(target, req.isl) - prompt_before
+            if prompt_now > 0:
                 batch += 1
-                total_isl += before + n
-                total_prefix += before
+                total_isl += prompt_before + prompt_now
+                total_prefix += prompt_before
             req.computed = target
             budget -= n
             i += 1
@@ -178,63 +184,74 @@ class VllmScheduler:
         if preempted == 0:
             waiting = self.waiting
             max_seqs = self.args.max_num_seqs
+            capacity = self.args.num_gpu_blocks
             while waiting and len(running) < max_seqs and budget > 0:
                 req = waiting[0]
+                seq_len = req.seq_len
+                need_blocks = -(-seq_len // bs)
+                if need_blocks > capacity and not req.admitted:
+                    waiting.popleft()
+                    req.status = f"failed: needs {need_blocks} KV blocks, engine holds {capacity}"
+                    failed.append(req)
+                    continue
                 cached = 0
-                if req.computed == 0 and self.args.enable_prefix_caching and req.seq_hashes:
-                    hit = kv.match_prefix(req.seq_hashes)
-                    cached = min(hit * bs, req.seq_len)
-                remaining = req.seq_len - cached
-                if not self.args.enable_chunked_prefill and remaining > budget:
+                active_hits = 0
+                if self.args.enable_prefix_caching and req.seq_hashes:
+                    hit, active_hits = kv.match_prefix_split(req.seq_hashes)
+                    if req.generated < req.osl:
+                        cap = (seq_len - 1) // bs
+                        if hit > cap:
+                            hit = cap
+                            active_hits = min(active_hits, cap)
+                    cached = min(hit * bs, seq_len)
+                if need_blocks - active_hits > capacity - kv.num_active:
+                    break  # head-of-line: wait until enough blocks are released
+                prompt_before = min(cached, req.isl)
+                if not self.args.enable_chunked_prefill and req.isl - prompt_before > budget:
                     break
-                n = remaining if remaining < budget else budget
+                n = min(seq_len - cached, budget)
                 target = cached + n
                 if not self._allocate(req, target):
                     self._free(req)
-                    if not running:
-                        # Even an empty engine cannot hold it: fail it rather than wait forever.
-                        waiting.popleft()
-                        req.status = "failed: prompt does not fit in the KV cache"
-                        failed.append(req)
-                        continue
                     break
                 waiting.popleft()
                 if not req.admitted:
                     req.admitted = True
+                    req.first_reused = min(cached, req.isl)
+                if cached > req.reused:
                     req.reused = min(cached, req.isl)
                 req.status = "running"
                 running.append(req)
-                if cached < req.isl or n > 1:
-                    prefilled.append(req)
+                prompt_now = min(target, req.isl) - prompt_before
+                if prompt_now > 0:
                     batch += 1
-                    total_isl += cached + n
-                    total_prefix += cached
+                    total_isl += prompt_before + prompt_now
+                    total_prefix += prompt_before
                 req.computed = target
                 budget -= n
 
         result = PassResult(0.0, preempted=preempted, failed=failed)
         prefill_ms = 0.0
         if batch:
-            prefill_ms = self.timing.prefill_ms(batch, total_isl // batch, total_prefix // batch)
+            prefill_ms = _ns(self.timing.prefill_ms(batch, total_isl // batch, total_prefix // batch) / self.speed)
             result.prefill_tokens = total_isl - total_prefix
 
         # Every running request whose sequence is computed emits a token at pass end. Only
-        # requests that were already decoding cost decode time (a request whose prefill
+        # requests that already have output cost decode time (a request whose prefill
         # finished in this pass gets its first token for the prefill's price); the decode
-        # step is timed on their summed context length.
+        # step is timed on their summed context length. Durations are whole nanoseconds.
         emitted = result.emitted
         ctx_sum = 0
         n_dec = 0
-        fresh = set(map(id, prefilled)) if prefilled else ()
         for req in self.running:
             if req.computed >= req.seq_len and req.generated < req.osl:
                 emitted.append(req)
-                if id(req) not in fresh:
+                if req.generated:
                     ctx_sum += req.seq_len
                     n_dec += 1
         decode_ms = 0.0
         if n_dec:
-            decode_ms = self.timing.decode_ms(ctx_sum, ctx_sum / n_dec, self.total_kv_tokens) / self.decode_speed
+            decode_ms = _ns(self.timing.decode_ms(ctx_sum, ctx_sum / n_dec, self.total_kv_tokens) / self.decode_speed)
         if emitted:
             completed = result.completed
             for req in emitted:
@@ -247,7 +264,7 @@ class VllmScheduler:
                 for req in completed:
                     self._free(req)
                     req.status = "done"
-        result.duration_ms = prefill_ms / self.speed + decode_ms
+        result.duration_ms = prefill_ms + decode_ms
         return result
 
     # -- fast-forward ---------------------------------------------------------
@@ -279,7 +296,7 @@ class VllmScheduler:
         n = len(running)
         ctx0 = sum(r.seq_len for r in running)
         ctx = ctx0 + n * np.arange(k, dtype=np.float64)
-        return self.timing.decode_ms_vec(ctx, ctx / n, self.total_kv_tokens) / self.decode_speed
+        return np.round(self.timing.decode_ms_vec(ctx, ctx / n, self.total_kv_tokens) / self.decode_speed * 1e6) / 1e6
 
     def advance_uniform(self, c: int) -> None:
         """Apply ``c`` uniform passes: every running request computes and emits ``c`` tokens."""
