@@ -89,9 +89,16 @@ class KvCache:
         return True
 
     def acquire(self, hashes: Iterable[int], parent: int | None) -> int:
-        """Reference full blocks in order; returns how many succeeded (stops at the first failure)."""
+        """Reference full blocks in order; returns how many succeeded (stops at the first failure).
+
+        Hits (active or cached) are re-referenced; misses take never-used
+        capacity first and evict the least recently released cached block only
+        when none is left. New blocks form one Stored event, evictions one Removed.
+        """
         active, inactive = self.active, self.inactive
+        free = self.capacity - len(active) - len(inactive) - self.n_partial
         stored: list[int] = []
+        removed: list[int] = []
         stored_parent = parent
         n = 0
         prev = parent
@@ -103,7 +110,11 @@ class KvCache:
                 del inactive[h]
                 active[h] = 1
             else:
-                if not self._make_room():
+                if free > 0:
+                    free -= 1
+                elif inactive:
+                    removed.append(inactive.popitem(last=False)[0])
+                else:
                     break
                 active[h] = 1
                 if not stored:
@@ -111,6 +122,10 @@ class KvCache:
                 stored.append(h)
             prev = h
             n += 1
+        if removed:
+            self.removed_events += 1
+            if self.sink is not None:
+                self.sink("removed", removed, None)
         if stored:
             self.stored_events += 1
             if self.sink is not None:

@@ -1,0 +1,90 @@
+"""End-to-end tests of the command line (typer), as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from dynosim.cli import app
+
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "traces" / "conversation_1k.jsonl"
+runner = CliRunner()
+
+
+def test_run_writes_summary_and_requests(tmp_path):
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", "--trace", str(SAMPLE), "--workers", "2", "--limit", "150",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "TTFT" in res.output and "prefix reuse ratio" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"] == {"total": 150, "completed": 150, "failed": 0, "unfinished": 0}
+    assert summary["run"]["config"]["workers"] == 2
+    df = pd.read_parquet(out / "requests.parquet")
+    assert len(df) == 150 and set(df["worker"]) == {0, 1}
+    assert (df["ttft_ms"] > 0).all()
+    csv = pd.read_csv(out / "requests.csv")
+    assert list(csv.columns) == list(df.columns)
+
+
+def test_run_json_output_matches_api(tmp_path):
+    import dynosim
+
+    res = runner.invoke(app, ["run", "--trace", str(SAMPLE), "--workers", "3", "--limit", "100", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    api = dynosim.run(SAMPLE, workers=3, limit=100).summary
+    assert summary["ttft_ms"] == api["ttft_ms"]
+    assert summary["output_tokens"] == api["output_tokens"]
+
+
+def test_router_mode_and_engine_flags_take_effect():
+    base = runner.invoke(app, ["run", "-t", str(SAMPLE), "-w", "2", "--limit", "120", "--json"])
+    rnd = runner.invoke(app, ["run", "-t", str(SAMPLE), "-w", "2", "--limit", "120", "--json",
+                              "--router-mode", "random", "--seed", "3"])
+    nocache = runner.invoke(app, ["run", "-t", str(SAMPLE), "-w", "2", "--limit", "120", "--json",
+                                  "--no-prefix-caching"])
+    for r in (base, rnd, nocache):
+        assert r.exit_code == 0, r.output
+    b, r, n = (json.loads(x.stdout) for x in (base, rnd, nocache))
+    assert b["run"]["config"]["router_mode"] == "round-robin"
+    assert r["run"]["config"]["router_mode"] == "random"
+    assert b["ttft_ms"]["mean"] != r["ttft_ms"]["mean"]
+    assert b["prefix_reuse_ratio"] > 0 and n["prefix_reuse_ratio"] == 0
+
+
+def test_malformed_trace_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"timestamp": 0, "input_length": 10, "output_length": 2, "hash_ids": [1]}\n'
+                   '{"timestamp": 5, "input_length": 10, "output_length": 2, "hash_ids": [1]\n')
+    res = runner.invoke(app, ["run", "--trace", str(bad)])
+    assert res.exit_code == 2
+    assert "bad.jsonl" in res.output and "line 2" in res.output
+
+
+def test_impossible_config_is_a_clear_error():
+    res = runner.invoke(app, ["run", "--trace", str(SAMPLE), "--max-num-seqs", "9000"])
+    assert res.exit_code == 2
+    assert "max_num_seqs" in res.output
+    res = runner.invoke(app, ["run", "--trace", str(SAMPLE), "--workers", "0"])
+    assert res.exit_code == 2 and "workers" in res.output
+    res = runner.invoke(app, ["run", "--trace", str(SAMPLE), "--router-mode", "nope"])
+    assert res.exit_code == 2
+
+
+def test_missing_trace_file():
+    res = runner.invoke(app, ["run", "--trace", "/no/such/trace.jsonl"])
+    assert res.exit_code == 2 and "trace not found" in res.output
+
+
+def test_trace_inspect():
+    res = runner.invoke(app, ["trace", "inspect", str(SAMPLE), "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert d["n_requests"] == 1000
+    assert 0.2 < d["reuse_bound_tokens"] < 0.25
+    res = runner.invoke(app, ["trace", "inspect", str(SAMPLE)])
+    assert res.exit_code == 0 and "reuse bound" in res.output
