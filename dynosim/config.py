@@ -5,7 +5,32 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dynosim.engines.mocker.config import MockerArgs
-from dynosim.router.policies import ALIASES, POLICIES
+from dynosim.router.policies import canonical_mode
+from dynosim.router.queue import QUEUE_POLICIES
+
+
+class RouterParams(BaseModel):
+    """Router knobs, named as Dynamo's ``KvRouterConfig`` / CLI flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    overlap_score_credit: float = Field(1.0, ge=0.0, le=1.0, description="cache-hit credit per overlap block")
+    prefill_load_scale: float = Field(1.0, ge=0.0, description="weight of the prefill term in the KV cost")
+    temperature: float = Field(0.0, ge=0.0, description="0: argmin; >0: softmax sampling over logits")
+    tie_break: str = Field("random", pattern="^(random|tree-size)$", description="exact-tie rule of the KV cost")
+    kv_events: bool = Field(True, description="False: approximate indexer from the router's own decisions")
+    ttl_s: float = Field(120.0, gt=0, description="approximate indexer: lifetime of a recorded decision")
+    max_tree_size: int = Field(1 << 20, gt=0, description="approximate indexer: prune above this many blocks")
+    queue_threshold: float | None = Field(None, ge=0.0, description="queue when every worker's pending "
+                                          "prefill tokens exceed this × max_num_batched_tokens (None: no queue)")
+    queue_policy: str = Field("fcfs", description="fcfs | lcfs | wspt")
+
+    @field_validator("queue_policy")
+    @classmethod
+    def _known_queue_policy(cls, v: str) -> str:
+        if v not in QUEUE_POLICIES:
+            raise ValueError(f"unknown router queue policy {v!r}; choose from {list(QUEUE_POLICIES)}")
+        return v
 
 
 class RunConfig(BaseModel):
@@ -15,6 +40,7 @@ class RunConfig(BaseModel):
 
     workers: int = Field(1, gt=0, description="aggregated engine workers")
     router_mode: str = Field("round-robin", description="routing policy name")
+    router: RouterParams = Field(default_factory=RouterParams)
     engine: MockerArgs = Field(default_factory=MockerArgs)
     trace_block_size: int = Field(512, gt=0, description="tokens per trace hash_id")
     arrival_speedup: float = Field(1.0, gt=0, description="divide arrival times and session delays by this")
@@ -24,10 +50,7 @@ class RunConfig(BaseModel):
     @field_validator("router_mode")
     @classmethod
     def _known_mode(cls, v: str) -> str:
-        key = ALIASES.get(v, v)
-        if key not in POLICIES:
-            raise ValueError(f"unknown router mode {v!r}; choose from {sorted(POLICIES)}")
-        return key
+        return canonical_mode(v)
 
     @property
     def num_gpus(self) -> int:

@@ -13,16 +13,17 @@ import math
 class Request:
     __slots__ = (
         # identity and shape
-        "rid", "session", "turn", "line", "isl", "osl", "hash_ids", "seq_hashes", "priority",
+        "rid", "session", "turn", "line", "isl", "osl", "hash_ids", "seq_hashes", "priority", "hints",
         # lifecycle (virtual ms; nan until it happens)
-        "arrival", "routed", "first_token", "last_token", "worker",
+        "arrival", "routed", "first_token", "last_token", "worker", "router_overlap",
         # engine progress
         "computed", "generated", "blocks", "partial", "reused", "first_reused", "admitted", "preemptions",
         "status",
     )
 
     def __init__(self, rid: int, isl: int, osl: int, hash_ids: tuple[int, ...], seq_hashes: list[int],
-                 arrival: float, session: str = "", turn: int = 0, line: int = 0, priority: int = 0):
+                 arrival: float, session: str = "", turn: int = 0, line: int = 0, priority: int = 0,
+                 hints: dict | None = None):
         self.rid = rid
         self.session = session
         self.turn = turn
@@ -32,11 +33,13 @@ class Request:
         self.hash_ids = hash_ids
         self.seq_hashes = seq_hashes
         self.priority = priority
+        self.hints = hints if hints is not None else {}
         self.arrival = arrival
         self.routed = math.nan
         self.first_token = math.nan
         self.last_token = math.nan
         self.worker = -1
+        self.router_overlap = 0   # prefix blocks the router believed cached on the chosen worker
         self.computed = 0       # prompt+output tokens whose KV is computed
         self.generated = 0      # output tokens emitted
         self.blocks: list[int] = []  # full blocks held, in sequence order

@@ -8,6 +8,7 @@ policy objects make the same decisions in both worlds.
 
 from __future__ import annotations
 
+from heapq import heappush
 from typing import Callable, Protocol
 
 import simpy
@@ -51,10 +52,12 @@ class SimClock:
         return self.env.now
 
     def call_at(self, t_ms: float, fn: Callable[[], None], priority: int = PRIO_ARRIVAL) -> None:
-        delay = t_ms - self.env.now
-        if delay < 0:
-            raise ValueError(f"cannot schedule in the past: t={t_ms} < now={self.env.now}")
-        self.env.schedule(_Callback(self.env, fn), priority, delay)
+        env = self.env
+        if t_ms < env.now:
+            raise ValueError(f"cannot schedule in the past: t={t_ms} < now={env.now}")
+        # Queue at exactly t_ms. env.schedule() takes a delay and fires at now + (t - now),
+        # which can differ from t by an ulp; the next call_at(t) would then be "in the past".
+        heappush(env._queue, (t_ms, priority, next(env._eid), _Callback(env, fn)))
 
     def run(self) -> None:
         self.env.run()

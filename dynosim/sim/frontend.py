@@ -11,21 +11,20 @@ from typing import Sequence
 
 from dynosim.request import Request
 from dynosim.router.hashing import BlockHasher
-from dynosim.router.policies.base import RoutingPolicy
+from dynosim.router.router import Router
 from dynosim.sim.clock import PRIO_ARRIVAL, Clock
 from dynosim.sim.worker import Worker
 from dynosim.traces.mooncake import Session, Trace
 
 
 class Frontend:
-    def __init__(self, clock: Clock, trace: Trace, hasher: BlockHasher, policy: RoutingPolicy,
+    def __init__(self, clock: Clock, trace: Trace, hasher: BlockHasher, router: Router,
                  workers: Sequence[Worker], kv_capacity_blocks: int):
         self.clock = clock
         self.trace = trace
         self.hasher = hasher
-        self.policy = policy
+        self.router = router
         self.workers = workers
-        self.worker_ids = list(range(len(workers)))
         self.capacity = kv_capacity_blocks
         self.requests: list[Request] = []
         self._sessions: list[Session] = list(trace.sessions)
@@ -49,30 +48,36 @@ class Frontend:
         now = self.clock.now()
         seq = self.hasher.sequence_hashes(row.hash_ids, row.input_length)
         req = Request(len(self.requests), row.input_length, row.output_length, row.hash_ids, seq, now,
-                      session=session.session_id, turn=turn_idx, line=row.line, priority=row.priority or 0)
+                      session=session.session_id, turn=turn_idx, line=row.line, priority=_priority(row),
+                      hints=row.extra)
         self.requests.append(req)
         self._turn_of[req.rid] = (session, turn_idx)
-        bs = self.hasher.block_size
-        if -(-(req.isl + req.osl) // bs) > self.capacity:
-            req.status = (f"failed: needs {-(-(req.isl + req.osl) // bs)} KV blocks, "
-                          f"engine holds {self.capacity}")
+        # The last output token's KV is never computed: the longest sequence an engine holds is
+        # isl + osl - 1 tokens. Anything longer could never finish, so it fails up front.
+        need = -(-(req.isl + req.osl - 1) // self.hasher.block_size)
+        if need > self.capacity:
+            req.status = f"failed: needs {need} KV blocks, engine holds {self.capacity}"
             self._next_turn(req, now)
             return
-        w = self.policy.select(req, self.worker_ids)
-        req.worker = w
-        req.routed = now
-        self.workers[w].submit(req)
+        w = self.router.route(req, now)
+        if w is not None:
+            self.workers[w].submit(req)
+
+    def _dispatch(self, released: list[tuple[Request, int]]) -> None:
+        for req, w in released:
+            req.status = "pending"
+            self.workers[w].submit(req)
 
     # -- engine signals -----------------------------------------------------------
     def on_first_token(self, req: Request) -> None:
-        self.policy.on_first_token(req)
+        self._dispatch(self.router.on_first_token(req, self.clock.now()))
 
     def on_complete(self, req: Request) -> None:
-        self.policy.on_complete(req)
+        self._dispatch(self.router.on_complete(req, self.clock.now()))
         self._next_turn(req, req.last_token)
 
     def on_failed(self, req: Request) -> None:
-        self.policy.on_complete(req)
+        self._dispatch(self.router.on_complete(req, self.clock.now()))
         self._next_turn(req, self.clock.now())
 
     def _next_turn(self, req: Request, t_done: float) -> None:
@@ -80,3 +85,12 @@ class Frontend:
         if idx + 1 < len(session.turns):
             turn = session.turns[idx + 1]
             self.clock.call_at(t_done + turn.delay_ms, lambda: self._admit(session, idx + 1), PRIO_ARRIVAL)
+
+
+def _priority(row) -> int:
+    """Request priority: the row's ``priority`` or NAT-style ``nvext.agent_hints.priority``."""
+    if row.priority is not None:
+        return row.priority
+    hints = (row.extra.get("nvext") or {}).get("agent_hints") if isinstance(row.extra.get("nvext"), dict) else None
+    p = hints.get("priority") if isinstance(hints, dict) else None
+    return p if isinstance(p, int) and not isinstance(p, bool) else 0

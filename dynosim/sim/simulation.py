@@ -13,7 +13,7 @@ from dynosim.engines.mocker.timing import make_timing
 from dynosim.metrics.collector import requests_frame, summarize
 from dynosim.request import Request
 from dynosim.router.hashing import BlockHasher
-from dynosim.router.policies import make_policy
+from dynosim.router.router import Router
 from dynosim.sim.clock import SimClock
 from dynosim.sim.frontend import Frontend
 from dynosim.sim.worker import TokenGaps, Worker
@@ -40,7 +40,8 @@ def simulate(trace: Trace, cfg: RunConfig) -> SimState:
     t0 = time.perf_counter()
     clock = SimClock()
     timing = make_timing(cfg.engine.timing, cfg.engine.timing_profile)
-    policy = make_policy(cfg.router_mode, seed=cfg.seed)
+    router = Router(cfg.router_mode, cfg.workers, cfg.engine.block_size, seed=cfg.seed,
+                    max_num_batched_tokens=cfg.engine.max_num_batched_tokens, **cfg.router.model_dump())
     hasher = BlockHasher(cfg.engine.block_size, cfg.trace_block_size)
     gaps = TokenGaps()
     workers: list[Worker] = []
@@ -55,14 +56,21 @@ def simulate(trace: Trace, cfg: RunConfig) -> SimState:
     def failed(req: Request) -> None:
         frontend_ref[0].on_failed(req)
 
+    def kv_events(wid: int, events: list) -> None:
+        for kind, hashes, parent in events:
+            router.on_kv_event(wid, kind, hashes, parent)
+
     for wid in range(cfg.workers):
-        workers.append(Worker(wid, clock, VllmScheduler(cfg.engine, timing), gaps, first_token, complete,
-                              on_failed=failed, fast_forward=cfg.fast_forward))
-    frontend = Frontend(clock, trace, hasher, policy, workers, cfg.engine.num_gpu_blocks)
+        worker = Worker(wid, clock, None, gaps, first_token, complete, on_failed=failed,
+                        fast_forward=cfg.fast_forward, on_kv_events=kv_events if router.wants_kv_events else None)
+        worker.sched = VllmScheduler(cfg.engine, timing,
+                                     sink=worker.record_kv_event if router.wants_kv_events else None)
+        workers.append(worker)
+    frontend = Frontend(clock, trace, hasher, router, workers, cfg.engine.num_gpu_blocks)
     frontend_ref.append(frontend)
     frontend.start()
     clock.run()
-    return SimState(cfg, frontend.requests, workers, gaps, time.perf_counter() - t0)
+    return SimState(cfg, frontend.requests, workers, gaps, time.perf_counter() - t0, extra={"router": router})
 
 
 def summarize_state(state: SimState) -> tuple[pd.DataFrame, dict]:

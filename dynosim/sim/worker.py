@@ -40,10 +40,12 @@ class TokenGaps:
 
 
 class Worker:
-    def __init__(self, wid: int, clock: Clock, scheduler: VllmScheduler, gaps: TokenGaps,
+    def __init__(self, wid: int, clock: Clock, scheduler: VllmScheduler | None, gaps: TokenGaps,
                  on_first_token: Callable[[Request], None], on_complete: Callable[[Request], None],
                  on_failed: Callable[[Request], None] | None = None,
-                 fast_forward: bool = True, on_pass: Callable[["Worker", float, PassResult], None] | None = None):
+                 fast_forward: bool = True,
+                 on_kv_events: Callable[[int, list[tuple[str, list[int], int | None]]], None] | None = None,
+                 on_pass: Callable[["Worker", float, PassResult], None] | None = None):
         self.wid = wid
         self.clock = clock
         self.sched = scheduler
@@ -53,6 +55,9 @@ class Worker:
         self.on_failed = on_failed
         self.fast_forward = fast_forward
         self.on_pass = on_pass
+        # KV events of the running pass; published to the router when the pass ends
+        self.kv_events: list[tuple[str, list[int], int | None]] = []
+        self.on_kv_events = on_kv_events
         self._busy = False
         self._start_pending = False
         self._gen = 0
@@ -82,6 +87,13 @@ class Worker:
             return
         now = self.clock.now()
         k = sched.uniform_run() if self.fast_forward else 0
+        if k >= 2:
+            # A stretch records one gap of each pass for every request, which holds only if each
+            # got a token when the last pass ended (not so for a decode skipped for lack of budget).
+            for req in sched.running:
+                if req.last_token != now:
+                    k = 0
+                    break
         self._gen += 1
         gen = self._gen
         self._busy = True
@@ -96,8 +108,9 @@ class Worker:
         if res.failed and self.on_failed is not None:
             for req in res.failed:
                 self.on_failed(req)
-        if res.duration_ms <= 0.0 and not res.emitted:
+        if res.duration_ms <= 0.0 and not (res.emitted or res.scheduled_tokens or res.preempted):
             # Nothing ran (e.g. the waiting head does not fit yet): wait for the next event.
+            # A zero-duration pass that did make progress ends at once, like any other pass.
             self._busy = False
             if res.failed and sched.has_work:
                 self._start_pending = True
@@ -128,12 +141,14 @@ class Worker:
         for req in self.sched.running:
             req.last_token = end
         self.sched.advance_uniform(c)
+        self._publish_kv_events()
         self.busy_ms += end - self._t0
         self._after_pass(end)
 
     def _end_pass(self, gen: int, end: float, res: PassResult) -> None:
         if gen != self._gen:  # pragma: no cover - regular passes are never cut
             return
+        self._publish_kv_events()
         values, counts = self.gaps.values, self.gaps.counts
         for req in res.emitted:
             if math.isnan(req.first_token):
@@ -150,6 +165,16 @@ class Worker:
         if self.on_pass is not None:
             self.on_pass(self, end, res)
         self._after_pass(end)
+
+    def record_kv_event(self, kind: str, hashes: list[int], parent: int | None) -> None:
+        """KvCache sink: buffer until the pass that produced the event ends."""
+        self.kv_events.append((kind, hashes, parent))
+
+    def _publish_kv_events(self) -> None:
+        if self.kv_events:
+            events, self.kv_events = self.kv_events, []
+            if self.on_kv_events is not None:
+                self.on_kv_events(self.wid, events)
 
     def _after_pass(self, end: float) -> None:
         self._busy = False

@@ -48,6 +48,7 @@ class PassResult:
     failed: list[Request] = field(default_factory=list)     # can never fit in this engine
     preempted: int = 0
     prefill_tokens: int = 0
+    scheduled_tokens: int = 0  # budget used; a pass can take 0 ms yet make progress (e.g. output recompute)
 
 
 class VllmScheduler:
@@ -152,6 +153,8 @@ class VllmScheduler:
         total_isl = 0
         total_prefix = 0
 
+        # FIFO victims were scheduled earlier in this pass: what they took, to undo it
+        done_here: dict[int, tuple[int, int, int]] | None = None if self.lifo else {}
         i = 0
         while i < len(running) and budget > 0:
             req = running[i]
@@ -166,16 +169,24 @@ class VllmScheduler:
                 if victim is req:
                     current_preempted = True
                     break
-                if not self.lifo:
+                if done_here is not None:
                     i -= 1
+                    n_v, isl_v, prefix_v = done_here.pop(id(victim))
+                    budget += n_v
+                    if isl_v:
+                        batch -= 1
+                        total_isl -= isl_v
+                        total_prefix -= prefix_v
             if current_preempted:
-                break
+                continue  # the next request now sits at index i (with LIFO there is none)
             prompt_before = min(req.computed, req.isl)
             prompt_now = min(target, req.isl) - prompt_before
             if prompt_now > 0:
                 batch += 1
                 total_isl += prompt_before + prompt_now
                 total_prefix += prompt_before
+            if done_here is not None:
+                done_here[id(req)] = (n, prompt_before + prompt_now, prompt_before) if prompt_now > 0 else (n, 0, 0)
             req.computed = target
             budget -= n
             i += 1
@@ -208,6 +219,14 @@ class VllmScheduler:
                     break  # head-of-line: wait until enough blocks are released
                 prompt_before = min(cached, req.isl)
                 if not self.args.enable_chunked_prefill and req.isl - prompt_before > budget:
+                    if not running:
+                        # Even a whole idle pass cannot take this prompt: it would block the queue forever.
+                        waiting.popleft()
+                        req.status = (f"failed: prompt needs {req.isl - prompt_before} tokens in one pass, "
+                                      f"max_num_batched_tokens is {self.args.max_num_batched_tokens} "
+                                      "(chunked prefill disabled)")
+                        failed.append(req)
+                        continue
                     break
                 n = min(seq_len - cached, budget)
                 target = cached + n
@@ -230,7 +249,8 @@ class VllmScheduler:
                 req.computed = target
                 budget -= n
 
-        result = PassResult(0.0, preempted=preempted, failed=failed)
+        result = PassResult(0.0, preempted=preempted, failed=failed,
+                            scheduled_tokens=self.args.max_num_batched_tokens - budget)
         prefill_ms = 0.0
         if batch:
             prefill_ms = _ns(self.timing.prefill_ms(batch, total_isl // batch, total_prefix // batch) / self.speed)
@@ -299,8 +319,18 @@ class VllmScheduler:
         return np.round(self.timing.decode_ms_vec(ctx, ctx / n, self.total_kv_tokens) / self.decode_speed * 1e6) / 1e6
 
     def advance_uniform(self, c: int) -> None:
-        """Apply ``c`` uniform passes: every running request computes and emits ``c`` tokens."""
+        """Apply ``c`` uniform passes: every running request computes and emits ``c`` tokens.
+
+        A partial block filled by the last of them becomes a full block, as stepping does.
+        """
         self.passes += c
+        bs = self.bs
         for req in self.running:
             req.computed += c
             req.generated += c
+            # The stretch's last pass may fill the partial block exactly; stepping promotes it then.
+            if req.partial and req.computed == (len(req.blocks) + 1) * bs:
+                h = self._block_hash(req, len(req.blocks))
+                self.kv.promote_partial(h, req.blocks[-1] if req.blocks else None)
+                req.blocks.append(h)
+                req.partial = False

@@ -157,10 +157,13 @@ class InterpolatedTiming:
                              f"decode.{{active_kv_tokens,context_length,itl_ms}} ({exc!r})") from None
 
 
+_PROFILE_EXTS = (".yaml", ".yml", ".json", ".npz")
+
+
 def bundled_profile(name: str) -> Path:
     """Path of a profile shipped in ``dynosim/profiles`` (name without extension)."""
     root = Path(__file__).resolve().parents[2] / "profiles"
-    for ext in (".yaml", ".yml", ".json", ".npz"):
+    for ext in _PROFILE_EXTS:
         p = root / f"{name}{ext}"
         if p.exists():
             return p
@@ -171,7 +174,9 @@ def _make_interpolated(profile: str | None = None) -> InterpolatedTiming:
     if not profile:
         raise ValueError("timing model 'interpolated' needs a profile (--timing-profile FILE or bundled name)")
     p = Path(profile)
-    return InterpolatedTiming.from_file(p if p.exists() or p.suffix else bundled_profile(profile))
+    # A bare name is a bundled profile; mind names with dots ("llama3.1") that only look like suffixes.
+    is_path = p.exists() or p.suffix in _PROFILE_EXTS or len(p.parts) > 1
+    return InterpolatedTiming.from_file(p if is_path else bundled_profile(profile))
 
 
 TIMING_MODELS: dict[str, Callable[..., TimingModel]] = {

@@ -5,24 +5,32 @@ from __future__ import annotations
 from typing import Callable
 
 from dynosim.router.policies.base import RoutingPolicy
+from dynosim.router.policies.direct import DirectPolicy
+from dynosim.router.policies.kv import KvPolicy, LeastLoadedPolicy
 from dynosim.router.policies.random import RandomPolicy
 from dynosim.router.policies.round_robin import RoundRobinPolicy
 
 POLICIES: dict[str, Callable[..., RoutingPolicy]] = {
     "round-robin": RoundRobinPolicy,
     "random": RandomPolicy,
+    "least-loaded": LeastLoadedPolicy,
+    "kv": KvPolicy,
+    "direct": DirectPolicy,
 }
 
-ALIASES = {"round_robin": "round-robin", "rr": "round-robin"}
+ALIASES = {"round_robin": "round-robin", "rr": "round-robin", "kv_router": "kv", "kv-router": "kv",
+           "least_loaded": "least-loaded"}
 
 
-def make_policy(name: str, seed: int = 0) -> RoutingPolicy:
+def canonical_mode(name: str) -> str:
     key = ALIASES.get(name, name)
-    try:
-        factory = POLICIES[key]
-    except KeyError:
-        raise ValueError(f"unknown router mode {name!r}; choose from {sorted(POLICIES)}") from None
-    return factory(seed=seed)
+    if key not in POLICIES:
+        raise ValueError(f"unknown router mode {name!r}; choose from {sorted(POLICIES)}")
+    return key
 
 
-__all__ = ["POLICIES", "RoutingPolicy", "make_policy"]
+def make_policy(name: str, seed: int = 0, **params: object) -> RoutingPolicy:
+    return POLICIES[canonical_mode(name)](seed=seed, **params)
+
+
+__all__ = ["ALIASES", "POLICIES", "RoutingPolicy", "canonical_mode", "make_policy"]

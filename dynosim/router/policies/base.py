@@ -1,36 +1,41 @@
 """The routing-policy interface: plain data in, a worker id out.
 
-Policies import neither simpy nor aiohttp; they see a clock and requests, so
-the same objects route in virtual time (simulator) and wall time (validate).
+Policies import neither simpy nor aiohttp; they see a ``RoutingContext``
+(candidates, in-flight load, overlap, RNG, the clock's ``now``) and lifecycle
+signals with times, so the same objects route in virtual time (simulator)
+and wall time (validate).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from dynosim.request import Request
+from dynosim.router.context import RoutingContext
 
 
 class RoutingPolicy(Protocol):
     name: str
+    uses_overlap: bool  # the router must keep a KV indexer for it
 
-    def select(self, req: Request, workers: Sequence[int]) -> int:
-        """Pick one of ``workers`` for ``req``."""
+    def select(self, req: Request, ctx: RoutingContext) -> int:
+        """Pick one of ``ctx.workers`` for ``req``."""
 
-    def on_first_token(self, req: Request) -> None:
+    def on_first_token(self, req: Request, now: float) -> None:
         """The request's prefill finished on ``req.worker``."""
 
-    def on_complete(self, req: Request) -> None:
-        """The request finished on ``req.worker`` and released its KV."""
+    def on_complete(self, req: Request, now: float) -> None:
+        """The request finished (or failed) on ``req.worker``."""
 
 
 class StatelessPolicy:
-    """Base for policies that keep no per-request load state."""
+    """Base for policies that learn nothing from request lifecycles."""
 
     name = "stateless"
+    uses_overlap = False
 
-    def on_first_token(self, req: Request) -> None:
+    def on_first_token(self, req: Request, now: float) -> None:
         return None
 
-    def on_complete(self, req: Request) -> None:
+    def on_complete(self, req: Request, now: float) -> None:
         return None

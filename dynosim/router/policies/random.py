@@ -1,20 +1,17 @@
-"""Uniformly random worker, from a seeded generator (deterministic per seed)."""
+"""Uniformly random worker, from the router's seeded generator."""
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import numpy as np
-
 from dynosim.request import Request
+from dynosim.router.context import RoutingContext
 from dynosim.router.policies.base import StatelessPolicy
 
 
 class RandomPolicy(StatelessPolicy):
     name = "random"
 
-    def __init__(self, seed: int = 0):
-        self._rng = np.random.default_rng(seed)
+    def __init__(self, seed: int = 0, **_: object):
+        pass
 
-    def select(self, req: Request, workers: Sequence[int]) -> int:
-        return workers[int(self._rng.integers(len(workers)))]
+    def select(self, req: Request, ctx: RoutingContext) -> int:
+        return ctx.workers[ctx.rng.randrange(len(ctx.workers))]
