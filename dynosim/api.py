@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from dynosim import __version__
-from dynosim.config import RunConfig
+from dynosim.config import RouterParams, RunConfig
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.sim.simulation import simulate, summarize_state
 from dynosim.traces.mooncake import Trace, load_trace
@@ -44,17 +44,21 @@ class RunResult:
 
 def run(trace: str | Path | Trace, *, workers: int = 1, router_mode: str = "round-robin",
         engine: MockerArgs | dict | None = None, trace_block_size: int = 512, arrival_speedup: float = 1.0,
-        seed: int = 0, limit: int | None = None, fast_forward: bool = True,
+        seed: int = 0, limit: int | None = None, fast_forward: bool = True, router: RouterParams | dict | None = None,
         config: RunConfig | None = None) -> RunResult:
     """Replay a Mooncake-style trace through a simulated deployment.
 
     Pass either the keyword arguments or a ready ``RunConfig``. ``engine`` takes
-    ``MockerArgs`` or a dict of its fields (block_size, num_gpu_blocks, ...).
+    ``MockerArgs`` or a dict of its fields (block_size, num_gpu_blocks, ...);
+    ``router`` takes ``RouterParams`` or a dict (temperature, queue_threshold, ...).
     """
     if config is None:
         if isinstance(engine, dict):
             engine = MockerArgs(**engine)
+        if isinstance(router, dict):
+            router = RouterParams(**router)
         config = RunConfig(workers=workers, router_mode=router_mode, engine=engine or MockerArgs(),
+                           router=router or RouterParams(),
                            trace_block_size=trace_block_size, arrival_speedup=arrival_speedup, seed=seed,
                            fast_forward=fast_forward)
     t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from dynosim import __version__
 from dynosim.api import RunResult, run as run_api
-from dynosim.config import RunConfig
+from dynosim.config import RouterParams, RunConfig
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.timing import TIMING_MODELS
 from dynosim.router.policies import POLICIES
@@ -48,6 +48,20 @@ def _validation_message(exc: ValidationError) -> str:
         loc = ".".join(str(x) for x in e["loc"]) or "config"
         parts.append(f"{loc}: {e['msg']}")
     return "invalid configuration: " + "; ".join(parts)
+
+
+def _parse_options(items: list[str]) -> dict:
+    """KEY=VALUE strings to a dict, values parsed as JSON when they parse (numbers, booleans)."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--router-option")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
 
 
 def _fmt(x: float, nd: int = 2) -> str:
@@ -113,6 +127,22 @@ def run(
     trace_block_size: int = typer.Option(512, help="tokens per trace hash_id"),
     arrival_speedup: float = typer.Option(1.0, help="divide arrival times and session delays by this"),
     limit: Optional[int] = typer.Option(None, help="replay only the first N trace rows"),
+    router_temperature: float = typer.Option(0.0, help="KV router: 0 = argmin, >0 = softmax sampling"),
+    kv_overlap_score_credit: float = typer.Option(1.0, help="KV router: credit per cached prefix block (0..1)"),
+    router_prefill_load_scale: float = typer.Option(1.0, help="KV router: weight of the prefill term"),
+    router_kv_events: bool = typer.Option(True, "--router-kv-events/--no-router-kv-events",
+                                          help="KV router: indexer from engine events, or approximate "
+                                               "from its own decisions (TTL)"),
+    router_ttl: float = typer.Option(120.0, help="approximate KV router: seconds a decision is remembered"),
+    router_tie_break: str = typer.Option("random", help="KV router exact ties: random | tree-size"),
+    router_queue_threshold: Optional[float] = typer.Option(
+        None, help="queue requests while every worker has more than this × max_num_batched_tokens "
+                   "of pending prefill (off by default)"),
+    router_queue_policy: str = typer.Option("fcfs", help="router queue order: fcfs | lcfs | wspt"),
+    device_types: Optional[str] = typer.Option(None, help="device-aware-weighted: comma list of cpu/cuda "
+                                                          "per worker"),
+    router_option: list[str] = typer.Option([], "--router-option",
+                                            help="policy option KEY=VALUE (repeatable), e.g. variant=generalized"),
     seed: int = typer.Option(0, help="random seed (random router, tie-breaks)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write summary.json and requests.parquet/csv here"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON instead of tables"),
@@ -124,7 +154,13 @@ def run(
                             timing_profile=timing_profile, speedup_ratio=speedup_ratio,
                             enable_prefix_caching=prefix_caching, enable_chunked_prefill=chunked_prefill,
                             preemption_mode=preemption_mode.value, gpus_per_worker=gpus_per_worker)
-        cfg = RunConfig(workers=workers, router_mode=router_mode.value, engine=engine,
+        router = RouterParams(
+            temperature=router_temperature, overlap_score_credit=kv_overlap_score_credit,
+            prefill_load_scale=router_prefill_load_scale, kv_events=router_kv_events, ttl_s=router_ttl,
+            tie_break=router_tie_break, queue_threshold=router_queue_threshold, queue_policy=router_queue_policy,
+            device_types=[d.strip() for d in device_types.split(",")] if device_types else None,
+            policy_options=_parse_options(router_option))
+        cfg = RunConfig(workers=workers, router_mode=router_mode.value, engine=engine, router=router,
                         trace_block_size=trace_block_size, arrival_speedup=arrival_speedup, seed=seed)
     except ValidationError as exc:
         _fail(_validation_message(exc))

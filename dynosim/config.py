@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dynosim.engines.mocker.config import MockerArgs
@@ -24,6 +26,10 @@ class RouterParams(BaseModel):
     queue_threshold: float | None = Field(None, ge=0.0, description="queue when every worker's pending "
                                           "prefill tokens exceed this × max_num_batched_tokens (None: no queue)")
     queue_policy: str = Field("fcfs", description="fcfs | lcfs | wspt")
+    device_types: list[str] | None = Field(None, description="device-aware-weighted: 'cpu' or 'cuda' per worker")
+    cuda_to_cpu_ratio: int = Field(8, ge=1, description="device-aware-weighted: accelerator/CPU load ratio")
+    policy_options: dict[str, Any] = Field(default_factory=dict,
+                                           description="policy-specific options (e.g. thompson variant, params)")
 
     @field_validator("queue_policy")
     @classmethod

@@ -15,7 +15,7 @@ class Request:
         # identity and shape
         "rid", "session", "turn", "line", "isl", "osl", "hash_ids", "seq_hashes", "priority", "hints",
         # lifecycle (virtual ms; nan until it happens)
-        "arrival", "routed", "first_token", "last_token", "worker", "router_overlap",
+        "arrival", "routed", "first_token", "last_token", "worker", "router_overlap", "router_score",
         # engine progress
         "computed", "generated", "blocks", "partial", "reused", "first_reused", "admitted", "preemptions",
         "status",
@@ -40,6 +40,7 @@ class Request:
         self.last_token = math.nan
         self.worker = -1
         self.router_overlap = 0   # prefix blocks the router believed cached on the chosen worker
+        self.router_score = math.nan  # the chosen worker's routing cost (KV policies)
         self.computed = 0       # prompt+output tokens whose KV is computed
         self.generated = 0      # output tokens emitted
         self.blocks: list[int] = []  # full blocks held, in sequence order

@@ -262,3 +262,10 @@ def scenarios(draw, *, max_requests: int = 14, max_isl: int = 400, max_osl: int 
     """(rows, engine args) with the cache sized against the trace."""
     rows = draw(trace_rows(max_requests=max_requests, max_isl=max_isl, max_osl=max_osl))
     return rows, draw(engine_args(rows=rows, **engine_kw))
+
+
+def router_modes() -> list[str]:
+    """Routing policies the random simulations draw from (those that need no per-request hints)."""
+    from dynosim.router.policies import POLICIES
+
+    return [m for m in ("round-robin", "random", "least-loaded", "kv") if m in POLICIES]

@@ -17,6 +17,7 @@ from conftest import (
     ns,
     poly_decode,
     poly_prefill,
+    router_modes,
     scenarios,
     sim_hooks,
 )
@@ -206,7 +207,7 @@ def test_regression_stretch_after_a_skipped_decode_keeps_its_gaps(tmp_path):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=scenarios(max_osl=150, timings=("polynomial", "interpolated"), caching=(True, True, False),
                     modes=("lifo", "fifo")),
-       workers=st.integers(1, 3), mode=st.sampled_from(["round-robin", "random"]), seed=st.integers(0, 3))
+       workers=st.integers(1, 3), mode=st.sampled_from(router_modes()), seed=st.integers(0, 3))
 def test_equivalence_on_random_traces(tmp_path_factory, sc, workers, mode, seed):
     rows, eng = sc
     trace = load_rows(tmp_path_factory.mktemp("ff"), rows, TBS)

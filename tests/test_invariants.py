@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dynosim
-from conftest import load_rows, scenarios, sim_hooks, write_trace
+from conftest import load_rows, router_modes, scenarios, sim_hooks, write_trace
 from dynosim.config import RunConfig
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.kv_cache import KvCache
@@ -62,12 +62,15 @@ class CheckedScheduler(VllmScheduler):
     def __init__(self, args, timing=None, sink=None):
         self.resident: set[int] = set()
         self.events = Counter()
+        self._downstream = sink  # e.g. the router's indexer: keep feeding it
         super().__init__(args, timing, sink=self._on_event)
         self.kv = ResidencyTrackingKv(args.num_gpu_blocks, args.block_size,
                                       self.kv.sink, self.resident)
         CheckedScheduler.instances.append(self)
 
     def _on_event(self, kind, hashes, parent):
+        if self._downstream is not None:
+            self._downstream(kind, hashes, parent)
         self.events[kind] += 1
         if kind == "stored":
             assert not (set(hashes) & self.resident), "stored twice without a removal"
@@ -187,7 +190,7 @@ def check_final(state, trace):
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=scenarios(timings=("polynomial", "interpolated"), caching=(True, True, False), modes=("lifo", "fifo")),
-       workers=st.integers(1, 4), mode=st.sampled_from(["round-robin", "random"]), seed=st.integers(0, 5))
+       workers=st.integers(1, 4), mode=st.sampled_from(router_modes()), seed=st.integers(0, 5))
 def test_invariants_on_random_deployments(tmp_path_factory, sc, workers, mode, seed):
     rows, eng = sc
     trace = load_rows(tmp_path_factory.mktemp("inv"), rows, TBS)

@@ -21,6 +21,8 @@ class RoutingContext:
     rng: random.Random
     overlap_fn: Callable[[Request], list[int]] | None = None
     tree_sizes: Sequence[int] = ()
+    # engine-side load as a live router would scrape it: worker -> (KV usage 0..1, waiting requests)
+    metrics_fn: Callable[[int], tuple[float, int]] | None = None
     _overlap: dict[int, list[int]] = field(default_factory=dict)
 
     def overlap(self, req: Request) -> list[int]:
@@ -30,6 +32,11 @@ class RoutingContext:
             cached = self.overlap_fn(req) if self.overlap_fn is not None else [0] * self.load.n_workers
             self._overlap[req.rid] = cached
         return cached
+
+
+def engine_metrics(ctx: "RoutingContext", worker: int) -> tuple[float, int]:
+    """(KV usage, waiting requests) of a worker, or zeros when no metrics source is wired."""
+    return ctx.metrics_fn(worker) if ctx.metrics_fn is not None else (0.0, 0)
 
 
 def argmin_random(costs: Sequence[float], candidates: Sequence[int], rng: random.Random,

@@ -8,7 +8,7 @@ no simpy and no aiohttp, so the simulator (virtual time) and ``validate``
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Callable, Sequence
 
 from dynosim.request import Request
 from dynosim.router.active_load import ActiveLoad
@@ -24,6 +24,7 @@ class Router:
                  kv_events: bool = True, ttl_s: float = 120.0, max_tree_size: int = 1 << 20,
                  queue_threshold: float | None = None, queue_policy: str = "fcfs",
                  max_num_batched_tokens: int = 8192, policy: RoutingPolicy | None = None,
+                 worker_metrics: Callable[[int], tuple[float, int]] | None = None,
                  **policy_params: object):
         if n_workers <= 0:
             raise ValueError("a router needs at least one worker")
@@ -32,8 +33,7 @@ class Router:
         self.workers: list[int] = list(range(n_workers))
         self.rng = random.Random(seed)
         self.load = ActiveLoad(n_workers)
-        self.track_load = bool(getattr(self.policy, "uses_load", self.policy.uses_overlap)) \
-            or queue_threshold is not None
+        self.track_load = bool(getattr(self.policy, "uses_load", False)) or queue_threshold is not None
         self.indexer: KvIndexer | ApproxIndexer | None = None
         if self.policy.uses_overlap:
             self.indexer = KvIndexer(n_workers) if kv_events else \
@@ -43,6 +43,7 @@ class Router:
             raise ValueError("router queue threshold must be >= 0")
         self._busy_tokens = (queue_threshold or 0.0) * max_num_batched_tokens
         self.decisions = 0
+        self.worker_metrics = worker_metrics
 
     # -- what the engines feed back -------------------------------------------------
     @property
@@ -65,7 +66,7 @@ class Router:
     def _context(self, now: float) -> RoutingContext:
         idx = self.indexer
         return RoutingContext(self.workers, self.load, now, self.block_size, self.rng, self._overlap(now),
-                              idx.tree_sizes if idx is not None else ())
+                              idx.tree_sizes if idx is not None else (), self.worker_metrics)
 
     def all_busy(self) -> bool:
         busy = self._busy_tokens

@@ -39,12 +39,20 @@ def simulate(trace: Trace, cfg: RunConfig) -> SimState:
                          f"config says {cfg.trace_block_size}")
     t0 = time.perf_counter()
     clock = SimClock()
-    timing = make_timing(cfg.engine.timing, cfg.engine.timing_profile)
+    timing = make_timing(cfg.engine.timing, cfg.engine.timing_profile, cfg.engine.timing_params)
+    workers: list[Worker] = []
+    params = cfg.router.model_dump()
+    params.update(params.pop("policy_options"))
+
+    def worker_metrics(wid: int) -> tuple[float, int]:
+        sched = workers[wid].sched
+        return sched.kv.num_active / cfg.engine.num_gpu_blocks, len(sched.waiting)
+
     router = Router(cfg.router_mode, cfg.workers, cfg.engine.block_size, seed=cfg.seed,
-                    max_num_batched_tokens=cfg.engine.max_num_batched_tokens, **cfg.router.model_dump())
+                    max_num_batched_tokens=cfg.engine.max_num_batched_tokens, worker_metrics=worker_metrics,
+                    **params)
     hasher = BlockHasher(cfg.engine.block_size, cfg.trace_block_size)
     gaps = TokenGaps()
-    workers: list[Worker] = []
     frontend_ref: list[Frontend] = []
 
     def first_token(req: Request) -> None:

@@ -54,7 +54,7 @@ class PassResult:
 class VllmScheduler:
     def __init__(self, args: MockerArgs, timing: TimingModel | None = None, sink: EventSink | None = None):
         self.args = args
-        self.timing = timing if timing is not None else make_timing(args.timing, args.timing_profile)
+        self.timing = timing if timing is not None else make_timing(args.timing, args.timing_profile, args.timing_params)
         self.kv = KvCache(args.num_gpu_blocks, args.block_size, sink if args.enable_prefix_caching else None)
         self.bs = args.block_size
         self.waiting: deque[Request] = deque()

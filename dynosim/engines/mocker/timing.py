@@ -66,6 +66,28 @@ class PolynomialTiming:
         return np.maximum(DECODE_FLOOR_MS, a * p * p + b * p + c)
 
 
+@dataclass(frozen=True)
+class FixedTiming:
+    """Constant prefill and decode costs per pass: structural tests and what-ifs."""
+
+    prefill: float = 10.0
+    decode: float = 5.0
+    name: str = "fixed"
+
+    def __post_init__(self) -> None:
+        if self.prefill < 0 or self.decode < 0:
+            raise ValueError("fixed timing: prefill_ms and decode_ms must be >= 0")
+
+    def prefill_ms(self, batch_size: int, mean_isl: int, mean_prefix: int) -> float:
+        return self.prefill if batch_size * (mean_isl - mean_prefix) > 0 else 0.0
+
+    def decode_ms(self, active_kv_tokens: int, mean_ctx: float, total_kv_tokens: int) -> float:
+        return self.decode
+
+    def decode_ms_vec(self, active_kv_tokens: np.ndarray, mean_ctx: np.ndarray, total_kv_tokens: int) -> np.ndarray:
+        return np.full(len(active_kv_tokens), self.decode)
+
+
 def _interp1_extrap(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
     """Piecewise-linear interpolation that extrapolates from the end segments."""
     n = len(xs)
@@ -179,15 +201,23 @@ def _make_interpolated(profile: str | None = None) -> InterpolatedTiming:
     return InterpolatedTiming.from_file(p if is_path else bundled_profile(profile))
 
 
+def _make_fixed(profile: str | None = None, prefill_ms: float = 10.0, decode_ms: float = 5.0) -> FixedTiming:
+    return FixedTiming(float(prefill_ms), float(decode_ms))
+
+
 TIMING_MODELS: dict[str, Callable[..., TimingModel]] = {
     "polynomial": lambda profile=None: PolynomialTiming(),
     "interpolated": _make_interpolated,
+    "fixed": _make_fixed,
 }
 
 
-def make_timing(name: str, profile: str | None = None) -> TimingModel:
+def make_timing(name: str, profile: str | None = None, params: dict | None = None) -> TimingModel:
     try:
         factory = TIMING_MODELS[name]
     except KeyError:
         raise ValueError(f"unknown timing model {name!r}; choose from {sorted(TIMING_MODELS)}") from None
-    return factory(profile=profile)
+    try:
+        return factory(profile=profile, **(params or {}))
+    except TypeError as exc:
+        raise ValueError(f"timing model {name!r}: bad parameters {sorted(params or {})} ({exc})") from None

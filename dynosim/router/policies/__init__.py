@@ -6,7 +6,8 @@ from typing import Callable
 
 from dynosim.router.policies.base import RoutingPolicy
 from dynosim.router.policies.direct import DirectPolicy
-from dynosim.router.policies.kv import KvPolicy, LeastLoadedPolicy
+from dynosim.router.policies.kv import KvPolicy
+from dynosim.router.policies.load import DeviceAwareWeightedPolicy, LeastLoadedPolicy, PowerOfTwoPolicy
 from dynosim.router.policies.random import RandomPolicy
 from dynosim.router.policies.round_robin import RoundRobinPolicy
 
@@ -14,12 +15,15 @@ POLICIES: dict[str, Callable[..., RoutingPolicy]] = {
     "round-robin": RoundRobinPolicy,
     "random": RandomPolicy,
     "least-loaded": LeastLoadedPolicy,
+    "power-of-two-choices": PowerOfTwoPolicy,
+    "device-aware-weighted": DeviceAwareWeightedPolicy,
     "kv": KvPolicy,
     "direct": DirectPolicy,
 }
 
 ALIASES = {"round_robin": "round-robin", "rr": "round-robin", "kv_router": "kv", "kv-router": "kv",
-           "least_loaded": "least-loaded"}
+           "least_loaded": "least-loaded", "power_of_two_choices": "power-of-two-choices", "p2c":
+           "power-of-two-choices", "device_aware_weighted": "device-aware-weighted"}
 
 
 def canonical_mode(name: str) -> str:

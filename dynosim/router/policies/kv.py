@@ -21,6 +21,7 @@ from dynosim.router.context import RoutingContext, argmin_random, softmax_sample
 class KvPolicy:
     name = "kv"
     uses_overlap = True
+    uses_load = True
 
     def __init__(self, seed: int = 0, *, overlap_score_credit: float = 1.0, prefill_load_scale: float = 1.0,
                  temperature: float = 0.0, tie_break: str = "random", **_: object):
@@ -55,31 +56,16 @@ class KvPolicy:
     def select(self, req: Request, ctx: RoutingContext) -> int:
         logits = self.logits(req, ctx)
         if self.temperature > 0:
-            return softmax_sample(logits, ctx.workers, self.temperature, ctx.rng)
-        tb = [ctx.tree_sizes[w] for w in ctx.workers] if self.tie_break == "tree-size" and ctx.tree_sizes else None
-        return argmin_random(logits, ctx.workers, ctx.rng, tb)
+            w = softmax_sample(logits, ctx.workers, self.temperature, ctx.rng)
+        else:
+            tb = [ctx.tree_sizes[w] for w in ctx.workers] if self.tie_break == "tree-size" and ctx.tree_sizes \
+                else None
+            w = argmin_random(logits, ctx.workers, ctx.rng, tb)
+        req.router_score = logits[list(ctx.workers).index(w)]
+        return w
 
     def on_first_token(self, req: Request, now: float) -> None:
         return None
 
     def on_complete(self, req: Request, now: float) -> None:
         return None
-
-
-class LeastLoadedPolicy(KvPolicy):
-    """The KV cost without cache credit: pending prefill tokens plus active blocks."""
-
-    name = "least-loaded"
-    uses_overlap = False
-
-    def __init__(self, seed: int = 0, **kw: object):
-        kw = {k: v for k, v in kw.items() if k in ("prefill_load_scale", "temperature")}
-        super().__init__(seed, overlap_score_credit=0.0, **kw)
-
-    def logits(self, req: Request, ctx: RoutingContext) -> list[float]:
-        bs = ctx.block_size
-        load = ctx.load
-        A, D = load.prefill_tokens, load.distinct_blocks
-        q = len(req.seq_hashes)
-        return [self.scale * (A[w] + req.isl) / bs + D[w] + q for w in ctx.workers]
-
