@@ -17,7 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+# Reproducible CI: the same examples every run, no wall-clock deadlines on a noisy 2-core box.
+settings.register_profile("dynosim", derandomize=True, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("dynosim")
 
 from dynosim.engines.mocker.scheduler import VllmScheduler
 from dynosim.request import Request
