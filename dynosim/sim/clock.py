@@ -1,31 +1,14 @@
-"""One clock abstraction for virtual time (simpy) and wall time (asyncio).
-
-Router, planner and engine code only ever see a ``Clock``: ``now()`` in
-milliseconds and ``call_at(t, fn, priority)``. The simulator drives it from a
-simpy environment; ``validate`` drives it from an asyncio loop, so the same
-policy objects make the same decisions in both worlds.
-"""
+"""Virtual-time ``Clock`` on simpy (the wall-time one is ``dynosim.clock.WallClock``)."""
 
 from __future__ import annotations
 
 from heapq import heappush
-from typing import Callable, Protocol
+from typing import Callable
 
 import simpy
 from simpy.core import Environment
 
-# Ordering of events that fall on the same virtual millisecond, as Dynamo's
-# offline harness does it: pass completions first (router sees frees and first
-# tokens), then arrivals are admitted and routed, then idle workers start passes.
-PRIO_COMPLETION = 0
-PRIO_ARRIVAL = 1
-PRIO_PASS_START = 2
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    def call_at(self, t_ms: float, fn: Callable[[], None], priority: int = PRIO_ARRIVAL) -> None: ...
+from dynosim.clock import PRIO_ARRIVAL, PRIO_COMPLETION, PRIO_PASS_START, Clock  # noqa: F401
 
 
 class _Callback(simpy.Event):

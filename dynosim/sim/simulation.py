@@ -14,6 +14,7 @@ from dynosim.metrics.collector import requests_frame, summarize
 from dynosim.request import Request
 from dynosim.router.hashing import BlockHasher
 from dynosim.router.router import Router
+from dynosim.clock import Clock
 from dynosim.sim.clock import SimClock
 from dynosim.sim.frontend import Frontend
 from dynosim.sim.worker import TokenGaps, Worker
@@ -32,13 +33,21 @@ class SimState:
     extra: dict = field(default_factory=dict)
 
 
-def simulate(trace: Trace, cfg: RunConfig) -> SimState:
-    """Replay ``trace`` through ``cfg``'s deployment in virtual time."""
+@dataclass
+class Cluster:
+    """A wired deployment on some clock: frontend, router, workers."""
+
+    frontend: Frontend
+    router: Router
+    workers: list[Worker]
+    gaps: TokenGaps
+
+
+def build_cluster(trace: Trace, cfg: RunConfig, clock: Clock) -> Cluster:
+    """Wire frontend → router → mocker workers on ``clock`` (virtual or wall time)."""
     if trace.trace_block_size != cfg.trace_block_size:
         raise ValueError(f"trace was loaded with trace_block_size={trace.trace_block_size}, "
                          f"config says {cfg.trace_block_size}")
-    t0 = time.perf_counter()
-    clock = SimClock()
     timing = make_timing(cfg.engine.timing, cfg.engine.timing_profile, cfg.engine.timing_params)
     workers: list[Worker] = []
     params = cfg.router.model_dump()
@@ -76,9 +85,18 @@ def simulate(trace: Trace, cfg: RunConfig) -> SimState:
         workers.append(worker)
     frontend = Frontend(clock, trace, hasher, router, workers, cfg.engine.num_gpu_blocks)
     frontend_ref.append(frontend)
-    frontend.start()
+    return Cluster(frontend, router, workers, gaps)
+
+
+def simulate(trace: Trace, cfg: RunConfig) -> SimState:
+    """Replay ``trace`` through ``cfg``'s deployment in virtual time."""
+    t0 = time.perf_counter()
+    clock = SimClock()
+    cluster = build_cluster(trace, cfg, clock)
+    cluster.frontend.start()
     clock.run()
-    return SimState(cfg, frontend.requests, workers, gaps, time.perf_counter() - t0, extra={"router": router})
+    return SimState(cfg, cluster.frontend.requests, cluster.workers, cluster.gaps, time.perf_counter() - t0,
+                    extra={"router": cluster.router})
 
 
 def summarize_state(state: SimState) -> tuple[pd.DataFrame, dict]:
