@@ -54,75 +54,71 @@ def prefix_depths(holders: dict[int, int], seq_hashes: Sequence[int], n_workers:
 
 
 class KvIndexer:
-    """Exact indexer fed by engine KV events."""
+    """Exact indexer fed by engine KV events.
+
+    Each worker's resident blocks are a Python set, so Stored/Removed events
+    (the bulk of the traffic: millions of blocks per trace) are single C-level
+    ``update`` / ``difference_update`` calls, and a lookup walks each worker's
+    set only until its first miss.
+    """
 
     def __init__(self, n_workers: int):
         self.n_workers = n_workers
-        self._holders: dict[int, int] = {}
-        self.tree_sizes: list[int] = [0] * n_workers
+        self._held: list[set[int]] = [set() for _ in range(n_workers)]
         self.events = 0
+
+    @property
+    def tree_sizes(self) -> list[int]:
+        return [len(h) for h in self._held]
 
     def add_worker(self) -> int:
         self.n_workers += 1
-        self.tree_sizes.append(0)
+        self._held.append(set())
         return self.n_workers - 1
 
     def apply_stored(self, worker: int, hashes: Iterable[int], parent: int | None = None) -> None:
-        bit = 1 << worker
-        holders = self._holders
-        added = 0
-        for h in hashes:
-            m = holders.get(h, 0)
-            if not m & bit:
-                holders[h] = m | bit
-                added += 1
-        self.tree_sizes[worker] += added
+        self._held[worker].update(hashes)
         self.events += 1
 
     def apply_removed(self, worker: int, hashes: Iterable[int]) -> None:
-        bit = 1 << worker
-        holders = self._holders
-        removed = 0
-        for h in hashes:
-            m = holders.get(h, 0)
-            if m & bit:
-                m ^= bit
-                if m:
-                    holders[h] = m
-                else:
-                    del holders[h]
-                removed += 1
-        self.tree_sizes[worker] -= removed
+        self._held[worker].difference_update(hashes)
         self.events += 1
 
     def apply(self, worker: int, kind: str, hashes: list[int], parent: int | None = None) -> None:
         if kind == "stored":
-            self.apply_stored(worker, hashes, parent)
+            self._held[worker].update(hashes)
         elif kind == "removed":
-            self.apply_removed(worker, hashes)
+            self._held[worker].difference_update(hashes)
         else:
             raise ValueError(f"unknown KV event kind {kind!r}")
+        self.events += 1
 
     def remove_worker(self, worker: int) -> None:
         """Forget everything a worker held (it left the pool)."""
-        bit = 1 << worker
-        holders = self._holders
-        for h in [h for h, m in holders.items() if m & bit]:
-            m = holders[h] ^ bit
-            if m:
-                holders[h] = m
-            else:
-                del holders[h]
-        self.tree_sizes[worker] = 0
+        self._held[worker] = set()
 
     def holds(self, worker: int, h: int) -> bool:
-        return bool(self._holders.get(h, 0) >> worker & 1)
+        return h in self._held[worker]
 
     def find_matches(self, seq_hashes: Sequence[int]) -> OverlapScores:
-        return OverlapScores(prefix_depths(self._holders, seq_hashes, self.n_workers), list(self.tree_sizes))
+        return OverlapScores(self.depths(seq_hashes), self.tree_sizes)
 
     def depths(self, seq_hashes: Sequence[int]) -> list[int]:
-        return prefix_depths(self._holders, seq_hashes, self.n_workers)
+        """Per worker, the number of leading blocks it holds."""
+        if not seq_hashes:
+            return [0] * self.n_workers
+        h0 = seq_hashes[0]
+        n = len(seq_hashes)
+        out = []
+        for held in self._held:
+            if h0 not in held:
+                out.append(0)
+                continue
+            i = 1
+            while i < n and seq_hashes[i] in held:
+                i += 1
+            out.append(i)
+        return out
 
 
 class ApproxIndexer:
