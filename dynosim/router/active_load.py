@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from dynosim.router.indexer import prefix_depths
 
 
 class ActiveLoad:
@@ -23,7 +22,6 @@ class ActiveLoad:
         self.distinct_blocks: list[int] = [0] * n_workers
         self.requests: list[int] = [0] * n_workers
         self._counts: list[dict[int, int]] = [{} for _ in range(n_workers)]
-        self._holders: dict[int, int] = {}  # hash -> bitmask of workers with it active
         self._inflight: dict[int, tuple[int, Sequence[int], int]] = {}  # rid -> (worker, hashes, prefill)
 
     def add_worker(self) -> int:
@@ -41,14 +39,15 @@ class ActiveLoad:
         self.prefill_tokens[worker] += prefill_tokens
         self.requests[worker] += 1
         counts = self._counts[worker]
-        bit = 1 << worker
-        holders = self._holders
+        if counts.keys().isdisjoint(seq_hashes):
+            counts.update(dict.fromkeys(seq_hashes, 1))
+            self.distinct_blocks[worker] += len(seq_hashes)
+            return
         new = 0
         for h in seq_hashes:
             c = counts.get(h)
             if c is None:
                 counts[h] = 1
-                holders[h] = holders.get(h, 0) | bit
                 new += 1
             else:
                 counts[h] = c + 1
@@ -72,18 +71,15 @@ class ActiveLoad:
         self.prefill_tokens[worker] -= tokens
         self.requests[worker] -= 1
         counts = self._counts[worker]
-        holders = self._holders
-        mask = ~(1 << worker)
+        cs = list(map(counts.__getitem__, hashes))
+        if cs.count(1) == len(cs):
+            list(map(counts.__delitem__, hashes))
+            self.distinct_blocks[worker] -= len(cs)
+            return
         gone = 0
-        for h in hashes:
-            c = counts[h]
+        for h, c in zip(hashes, cs):
             if c == 1:
                 del counts[h]
-                m = holders[h] & mask
-                if m:
-                    holders[h] = m
-                else:
-                    del holders[h]
                 gone += 1
             else:
                 counts[h] = c - 1
@@ -91,7 +87,20 @@ class ActiveLoad:
 
     def active_depths(self, seq_hashes: Sequence[int]) -> list[int]:
         """Per worker, leading blocks of the request already among its active blocks."""
-        return prefix_depths(self._holders, seq_hashes, self.n_workers)
+        if not seq_hashes:
+            return [0] * self.n_workers
+        h0 = seq_hashes[0]
+        n = len(seq_hashes)
+        out = []
+        for counts in self._counts:
+            if h0 not in counts:
+                out.append(0)
+                continue
+            i = 1
+            while i < n and seq_hashes[i] in counts:
+                i += 1
+            out.append(i)
+        return out
 
     def is_tracked(self, rid: int) -> bool:
         return rid in self._inflight

@@ -34,9 +34,11 @@ class TokenGaps:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """All gaps as (values, counts) arrays."""
-        vals = [np.asarray(self.values, float)] + [d for d, _ in self._runs]
-        cnts = [np.asarray(self.counts, np.int64)] + [np.full(len(d), n, np.int64) for d, n in self._runs]
-        return np.concatenate(vals), np.concatenate(cnts)
+        runs = self._runs
+        vals = np.concatenate([np.asarray(self.values, float)] + [d for d, _ in runs])
+        lens = np.fromiter((len(d) for d, _ in runs), np.int64, len(runs))
+        per_run = np.repeat(np.fromiter((n for _, n in runs), np.int64, len(runs)), lens)
+        return vals, np.concatenate([np.asarray(self.counts, np.int64), per_run])
 
 
 class Worker:
