@@ -46,7 +46,7 @@ def assert_equivalent(ff, step):
 
 
 def stretches(state) -> int:
-    return len(state.gaps._runs)
+    return state.gaps.runs
 
 
 # ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def distribution(values, weights=None) -> dict[str, float]:
         v, w = v[keep], w[keep]
     if v.size == 0:
         return {k: float("nan") for k in ("mean", "std", "min", "max", *(f"p{p}" for p in PERCENTILES))}
-    order = np.argsort(v, kind="stable")
+    order = np.argsort(v)  # equal values may come in any order: they are equal
     v = v[order]
     if w is None:
         n = v.size

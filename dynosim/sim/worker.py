@@ -20,25 +20,39 @@ from dynosim.sim.clock import PRIO_COMPLETION, PRIO_PASS_START, Clock
 
 
 class TokenGaps:
-    """Run-length encoded inter-token gaps of all requests (value ms, count)."""
+    """Inter-token gaps of all requests as (value ms, count) pairs.
 
-    __slots__ = ("values", "counts", "_runs")
+    Regular passes add single gaps; a fast-forwarded stretch adds one entry per
+    pass (its duration) counted once per running request, into growable numpy
+    buffers, so millions of gaps cost a few slice copies.
+    """
+
+    __slots__ = ("values", "counts", "runs", "_buf_v", "_buf_n", "_pos")
 
     def __init__(self) -> None:
         self.values: list[float] = []   # single gaps from regular passes
         self.counts: list[int] = []
-        self._runs: list[tuple[np.ndarray, int]] = []  # (durations of a stretch, requests in it)
+        self._buf_v = np.empty(1 << 16)
+        self._buf_n = np.empty(1 << 16, np.int64)
+        self._pos = 0
+        self.runs = 0  # fast-forwarded stretches recorded
 
     def add_run(self, durations: np.ndarray, n_requests: int) -> None:
-        self._runs.append((durations, n_requests))
+        k = len(durations)
+        end = self._pos + k
+        if end > len(self._buf_v):
+            size = max(2 * len(self._buf_v), end)
+            self._buf_v = np.resize(self._buf_v, size)
+            self._buf_n = np.resize(self._buf_n, size)
+        self._buf_v[self._pos:end] = durations
+        self._buf_n[self._pos:end] = n_requests
+        self._pos = end
+        self.runs += 1
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """All gaps as (values, counts) arrays."""
-        runs = self._runs
-        vals = np.concatenate([np.asarray(self.values, float)] + [d for d, _ in runs])
-        lens = np.fromiter((len(d) for d, _ in runs), np.int64, len(runs))
-        per_run = np.repeat(np.fromiter((n for _, n in runs), np.int64, len(runs)), lens)
-        return vals, np.concatenate([np.asarray(self.counts, np.int64), per_run])
+        return (np.concatenate([np.asarray(self.values, float), self._buf_v[:self._pos]]),
+                np.concatenate([np.asarray(self.counts, np.int64), self._buf_n[:self._pos]]))
 
 
 class Worker:

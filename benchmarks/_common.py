@@ -1,0 +1,75 @@
+"""Shared plumbing for the benchmarks: run dynosim in a child process, run Dynamo's replay.
+
+Both sides run as separate processes so each reports its own peak RSS and
+neither pays for the other's imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TRACE = ROOT.parent / "shared" / "traces" / "conversation_trace.jsonl"
+DYNAMO_MODES = {"round-robin": "round_robin", "kv": "kv_router"}
+
+_CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+import dynosim
+from dynosim.traces import load_trace
+args = json.loads(sys.argv[1])
+t0 = time.perf_counter()
+trace = load_trace(args["trace"], trace_block_size=512, speedup=args["arrival_speedup"])
+res = dynosim.run(trace, workers=args["workers"], router_mode=args["router_mode"], seed=args["seed"],
+                  arrival_speedup=args["arrival_speedup"],
+                  engine={{"block_size": args["block_size"], "num_gpu_blocks": args["num_gpu_blocks"]}})
+wall = time.perf_counter() - t0
+out = {{"wall_s": wall, "sim_wall_s": res.summary["run"]["sim_wall_s"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "summary": res.summary}}
+if args.get("requests_out"):
+    res.requests.to_parquet(args["requests_out"], index=False)
+print(json.dumps(out))
+"""
+
+
+def run_dynosim(trace: str, workers: int, router_mode: str, *, block_size: int = 64, num_gpu_blocks: int = 16384,
+                arrival_speedup: float = 1.0, seed: int = 0, requests_out: str | None = None) -> dict:
+    """Replay in a fresh interpreter; wall_s covers trace loading, simulation and summary."""
+    args = dict(trace=str(trace), workers=workers, router_mode=router_mode, block_size=block_size,
+                num_gpu_blocks=num_gpu_blocks, arrival_speedup=arrival_speedup, seed=seed,
+                requests_out=requests_out)
+    proc = subprocess.run([sys.executable, "-c", _CHILD.format(root=str(ROOT)), json.dumps(args)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dynosim child failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def find_dynamo_python(explicit: str | None) -> str | None:
+    """The Python of a venv with ai-dynamo installed: flag, $DYNOSIM_DYNAMO_PYTHON, or /work/dynvenv."""
+    for cand in (explicit, os.environ.get("DYNOSIM_DYNAMO_PYTHON"), "/work/dynvenv/bin/python"):
+        if cand and Path(cand).exists():
+            return cand
+    return None
+
+
+def run_dynamo(python: str, trace: str, workers: int, router_mode: str, *, block_size: int = 64,
+               num_gpu_blocks: int = 16384, arrival_speedup: float = 1.0,
+               requests_out: str | None = None) -> dict:
+    if router_mode not in DYNAMO_MODES:
+        raise ValueError(f"Dynamo's replay has no equivalent of router mode {router_mode!r}")
+    cmd = [python, str(ROOT / "benchmarks" / "dynamo_ref.py"), "--trace", str(trace),
+           "--num-workers", str(workers), "--router-mode", DYNAMO_MODES[router_mode],
+           "--block-size", str(block_size), "--num-gpu-blocks", str(num_gpu_blocks),
+           "--arrival-speedup", str(arrival_speedup)]
+    if requests_out:
+        cmd += ["--requests-out", requests_out]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DYN_LOG": "error"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"Dynamo reference run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout)
