@@ -88,13 +88,52 @@ class KvCache:
             self.sink("removed", [victim], None)
         return True
 
-    def acquire(self, hashes: Iterable[int], parent: int | None) -> int:
+    def acquire(self, hashes: list[int], parent: int | None) -> int:
         """Reference full blocks in order; returns how many succeeded (stops at the first failure).
 
         Hits (active or cached) are re-referenced; misses take never-used
         capacity first and evict the least recently released cached block only
         when none is left. New blocks form one Stored event, evictions one Removed.
         """
+        active, inactive = self.active, self.inactive
+        n_total = len(hashes)
+        i = 0
+        while i < n_total:  # leading hits
+            h = hashes[i]
+            rc = active.get(h)
+            if rc is not None:
+                active[h] = rc + 1
+            elif h in inactive:
+                del inactive[h]
+                active[h] = 1
+            else:
+                break
+            i += 1
+        if i == n_total:
+            return i
+        rest = hashes[i:] if i else hashes
+        parent_of_rest = hashes[i - 1] if i else parent
+        if not (active.keys().isdisjoint(rest) and inactive.keys().isdisjoint(rest)):
+            return i + self._acquire_blockwise(rest, parent_of_rest)
+        # Common case: every remaining block is new. Take free capacity, evict the rest in LRU order.
+        free = self.capacity - len(active) - len(inactive) - self.n_partial
+        take = min(len(rest), free + len(inactive))
+        if take < len(rest):
+            rest = rest[:take]
+        if take > free:
+            popitem = inactive.popitem
+            removed = [popitem(False)[0] for _ in range(take - free)]
+            self.removed_events += 1
+            if self.sink is not None:
+                self.sink("removed", removed, None)
+        if take:
+            active.update(dict.fromkeys(rest, 1))
+            self.stored_events += 1
+            if self.sink is not None:
+                self.sink("stored", list(rest), parent_of_rest)
+        return i + take
+
+    def _acquire_blockwise(self, hashes: list[int], parent: int | None) -> int:
         active, inactive = self.active, self.inactive
         free = self.capacity - len(active) - len(inactive) - self.n_partial
         stored: list[int] = []
