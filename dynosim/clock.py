@@ -29,6 +29,10 @@ class Clock(Protocol):
 
     def call_at(self, t_ms: float, fn: Callable[[], None], priority: int = PRIO_ARRIVAL) -> None: ...
 
+    def next_time(self) -> float:
+        """Time of the earliest pending event (inf when none)."""
+        ...
+
 
 class WallClock:
     """Milliseconds of wall time since ``start()`` × ``speed``, on an asyncio loop.
@@ -70,6 +74,9 @@ class WallClock:
         heapq.heappush(self._heap, (t_ms, priority, next(self._seq), fn))
         if self._wake is not None:
             self._wake.set()
+
+    def next_time(self) -> float:
+        return self._heap[0][0] if self._heap else float("inf")
 
     async def run(self) -> None:
         """Dispatch events until none are left."""

@@ -42,5 +42,10 @@ class SimClock:
         # which can differ from t by an ulp; the next call_at(t) would then be "in the past".
         heappush(env._queue, (t_ms, priority, next(env._eid), _Callback(env, fn)))
 
+    def next_time(self) -> float:
+        """Time of the earliest pending event (inf when none)."""
+        q = self.env._queue
+        return q[0][0] if q else float("inf")
+
     def run(self) -> None:
         self.env.run()

@@ -195,5 +195,10 @@ class Worker:
     def _after_pass(self, end: float) -> None:
         self._busy = False
         if self.sched.has_work and not self._start_pending:
+            if self.clock.next_time() > end:
+                # Nothing else happens at this instant, so nothing could join the next pass
+                # before it starts: start it now instead of through a same-time event.
+                self._start_pass()
+                return
             self._start_pending = True
             self.clock.call_at(end, self._start_pass, PRIO_PASS_START)
