@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from dynosim.router.indexer import leading_depths
+
 
 
 class ActiveLoad:
@@ -87,20 +89,7 @@ class ActiveLoad:
 
     def active_depths(self, seq_hashes: Sequence[int]) -> list[int]:
         """Per worker, leading blocks of the request already among its active blocks."""
-        if not seq_hashes:
-            return [0] * self.n_workers
-        h0 = seq_hashes[0]
-        n = len(seq_hashes)
-        out = []
-        for counts in self._counts:
-            if h0 not in counts:
-                out.append(0)
-                continue
-            i = 1
-            while i < n and seq_hashes[i] in counts:
-                i += 1
-            out.append(i)
-        return out
+        return leading_depths(self._counts, seq_hashes)
 
     def is_tracked(self, rid: int) -> bool:
         return rid in self._inflight

@@ -6,10 +6,11 @@ leading blocks of the request it holds (prefix depth), plus how many blocks
 each worker holds (tree size).
 
 Because a block's sequence hash already chains its whole prefix, a radix tree
-over local hashes and a flat map ``sequence hash -> set of workers`` answer
-the same prefix queries. The flat map stores the worker set as an int
-bitmask, so one walk down the request's blocks serves every worker at once
-with a dict lookup and an AND per block (see benchmarks/indexer_speed.py).
+over local hashes and a flat set of sequence hashes per worker answer the same
+prefix queries. The flat sets win in Python: engine events (millions of blocks
+per trace) become single C-level set updates, and a lookup walks each worker's
+set until its first miss (see benchmarks/indexer_speed.py). The approximate
+indexer keeps hash -> worker bitmask so expiry can be tracked per entry.
 """
 
 from __future__ import annotations
@@ -26,31 +27,22 @@ class OverlapScores:
     tree_sizes: list[int]
 
 
-def prefix_depths(holders: dict[int, int], seq_hashes: Sequence[int], n_workers: int) -> list[int]:
-    """Leading blocks of ``seq_hashes`` held by each worker, given hash -> worker bitmask."""
-    depths = [0] * n_workers
+def leading_depths(containers: Sequence, seq_hashes: Sequence[int]) -> list[int]:
+    """For each container (a set or dict of block hashes), how many leading hashes it holds."""
     if not seq_hashes:
-        return depths
-    get = holders.get
-    cur = get(seq_hashes[0], 0)
-    i = 0
+        return [0] * len(containers)
+    h0 = seq_hashes[0]
     n = len(seq_hashes)
-    while cur:
-        i += 1
-        if i == n:
-            break
-        nxt = cur & get(seq_hashes[i], 0)
-        gone = cur ^ nxt
-        while gone:
-            low = gone & -gone
-            depths[low.bit_length() - 1] = i
-            gone ^= low
-        cur = nxt
-    while cur:
-        low = cur & -cur
-        depths[low.bit_length() - 1] = i
-        cur ^= low
-    return depths
+    out = []
+    for held in containers:
+        if h0 not in held:
+            out.append(0)
+            continue
+        i = 1
+        while i < n and seq_hashes[i] in held:
+            i += 1
+        out.append(i)
+    return out
 
 
 class KvIndexer:
@@ -105,20 +97,34 @@ class KvIndexer:
 
     def depths(self, seq_hashes: Sequence[int]) -> list[int]:
         """Per worker, the number of leading blocks it holds."""
-        if not seq_hashes:
-            return [0] * self.n_workers
-        h0 = seq_hashes[0]
-        n = len(seq_hashes)
-        out = []
-        for held in self._held:
-            if h0 not in held:
-                out.append(0)
-                continue
-            i = 1
-            while i < n and seq_hashes[i] in held:
-                i += 1
-            out.append(i)
-        return out
+        return leading_depths(self._held, seq_hashes)
+
+
+def _bitmask_depths(holders: dict[int, int], seq_hashes: Sequence[int], n_workers: int) -> list[int]:
+    """Leading blocks held per worker, from a map hash -> bitmask of holders."""
+    depths = [0] * n_workers
+    if not seq_hashes:
+        return depths
+    get = holders.get
+    cur = get(seq_hashes[0], 0)
+    i = 0
+    n = len(seq_hashes)
+    while cur:
+        i += 1
+        if i == n:
+            break
+        nxt = cur & get(seq_hashes[i], 0)
+        gone = cur ^ nxt
+        while gone:
+            low = gone & -gone
+            depths[low.bit_length() - 1] = i
+            gone ^= low
+        cur = nxt
+    while cur:
+        low = cur & -cur
+        depths[low.bit_length() - 1] = i
+        cur ^= low
+    return depths
 
 
 class ApproxIndexer:
@@ -185,7 +191,7 @@ class ApproxIndexer:
             self._drop(*key)
 
     def depths_at(self, seq_hashes: Sequence[int], now: float) -> list[int]:
-        depths = prefix_depths(self._holders, seq_hashes, self.n_workers)
+        depths = _bitmask_depths(self._holders, seq_hashes, self.n_workers)
         # A stale entry ends a worker's match where it expired.
         expiry = self._expiry
         for w, d in enumerate(depths):
