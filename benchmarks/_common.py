@@ -2,19 +2,29 @@
 
 Both sides run as separate processes so each reports its own peak RSS and
 neither pays for the other's imports.
+
+Peak RSS is each child's ``ru_maxrss`` (RUSAGE_SELF). On Linux a child that
+Python starts with vfork+exec inherits the *parent's* high-water mark in that
+figure, so the calling benchmark must stay small (no dynosim, numpy or pandas
+import before the children have run); ``parent_rss_mb`` lets it check.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE = ROOT.parent / "shared" / "traces" / "conversation_trace.jsonl"
+# dynosim router mode -> Dynamo replay router_mode (the modes Dynamo's replay has).
 DYNAMO_MODES = {"round-robin": "round_robin", "kv": "kv_router"}
+# dynosim's routing policies (dynosim.router.policies.POLICIES, minus "direct", which needs
+# per-request worker hints); listed here so the parent process need not import dynosim.
+DYNOSIM_MODES = ["round-robin", "random", "least-loaded", "power-of-two-choices", "device-aware-weighted", "kv"]
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -50,12 +60,33 @@ def run_dynosim(trace: str, workers: int, router_mode: str, *, block_size: int =
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def find_dynamo_python(explicit: str | None) -> str | None:
-    """The Python of a venv with ai-dynamo installed: flag, $DYNOSIM_DYNAMO_PYTHON, or /work/dynvenv."""
-    for cand in (explicit, os.environ.get("DYNOSIM_DYNAMO_PYTHON"), "/work/dynvenv/bin/python"):
-        if cand and Path(cand).exists():
-            return cand
-    return None
+def parent_rss_mb() -> float:
+    """This process's own peak RSS (MB): a floor under every child's reported peak RSS."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def find_dynamo_python(explicit: str | None) -> tuple[str | None, str]:
+    """(python, how it was found) for a venv with ai-dynamo, or (None, why not).
+
+    Looks at ``explicit`` (--dynamo-python) if given, else $DYNOSIM_DYNAMO_PYTHON,
+    else /work/dynvenv/bin/python if it exists; the interpreter must be able to
+    find ``dynamo.replay``.
+    """
+    if explicit:
+        cands = [(explicit, "--dynamo-python")]
+    elif os.environ.get("DYNOSIM_DYNAMO_PYTHON"):
+        cands = [(os.environ["DYNOSIM_DYNAMO_PYTHON"], "$DYNOSIM_DYNAMO_PYTHON")]
+    else:
+        cands = [("/work/dynvenv/bin/python", "default path")]
+    cand, source = cands[0]
+    if not Path(cand).exists():
+        return None, f"{cand} ({source}) does not exist"
+    probe = subprocess.run([cand, "-c", "import importlib.util as u, sys; "
+                            "sys.exit(0 if u.find_spec('dynamo') and u.find_spec('dynamo.replay') else 3)"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return None, f"{cand} ({source}) cannot import dynamo.replay"
+    return cand, f"{cand} ({source})"
 
 
 def run_dynamo(python: str, trace: str, workers: int, router_mode: str, *, block_size: int = 64,
