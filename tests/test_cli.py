@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from dynosim.cli import app
+from dynosim.router.policies import POLICIES
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "traces" / "conversation_1k.jsonl"
 runner = CliRunner()
@@ -88,3 +90,26 @@ def test_trace_inspect():
     assert 0.2 < d["reuse_bound_tokens"] < 0.25
     res = runner.invoke(app, ["trace", "inspect", str(SAMPLE)])
     assert res.exit_code == 0 and "reuse bound" in res.output
+
+
+@pytest.mark.parametrize("mode", sorted(POLICIES))
+def test_every_router_mode_runs_end_to_end(tmp_path, mode):
+    trace = SAMPLE
+    if mode == "direct":  # the trace names each request's worker
+        rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:60]]
+        trace = tmp_path / "direct.jsonl"
+        trace.write_text("".join(json.dumps({**r, "worker_id": i % 3}) + "\n" for i, r in enumerate(rows)))
+    res = runner.invoke(app, ["run", "-t", str(trace), "-w", "3", "--limit", "60", "--json", "--router-mode", mode])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert s["requests"]["completed"] == 60 and s["run"]["config"]["router_mode"] == mode
+    if mode == "direct":
+        out = tmp_path / "o2"
+        runner.invoke(app, ["run", "-t", str(trace), "-w", "3", "--router-mode", "direct", "--out", str(out)])
+        df = pd.read_parquet(out / "requests.parquet").sort_values("line")
+        assert list(df["worker"]) == [i % 3 for i in range(60)]
+
+
+def test_direct_mode_without_worker_hint_is_a_clear_error():
+    res = runner.invoke(app, ["run", "-t", str(SAMPLE), "-w", "2", "--limit", "5", "--router-mode", "direct"])
+    assert res.exit_code == 2 and "worker_id" in res.output and "line 1" in res.output

@@ -357,7 +357,7 @@ class ThompsonPolicy:
             return 0.0
         return 1.0 / (1.0 + metric / max(baseline, 1e-3))
 
-    def reuse_budget(self, prefix_id: str, total_hint: int) -> int:
+    def consume_reuse_budget(self, prefix_id: str, total_hint: int) -> int:
         """Processor bookkeeping for one request: requests still expected after it (state dropped at 0)."""
         st = self.budgets.get(prefix_id)
         if st is None:
@@ -526,7 +526,7 @@ class ThompsonPolicy:
         now = ctx.now
         self._sweep(now)
         hints = parse_hints(req)
-        R = self.reuse_budget(hints.prefix_id, hints.total_requests)
+        R = self.consume_reuse_budget(hints.prefix_id, hints.total_requests)
         workers = list(ctx.workers)
         n = len(workers)
         gpu, queue = self._load_signals(ctx, workers)
