@@ -10,6 +10,7 @@ from dynosim.router.policies.kv import KvPolicy
 from dynosim.router.policies.load import DeviceAwareWeightedPolicy, LeastLoadedPolicy, PowerOfTwoPolicy
 from dynosim.router.policies.random import RandomPolicy
 from dynosim.router.policies.round_robin import RoundRobinPolicy
+from dynosim.router.policies.thompson import ThompsonPolicy
 
 POLICIES: dict[str, Callable[..., RoutingPolicy]] = {
     "round-robin": RoundRobinPolicy,
@@ -19,6 +20,7 @@ POLICIES: dict[str, Callable[..., RoutingPolicy]] = {
     "device-aware-weighted": DeviceAwareWeightedPolicy,
     "kv": KvPolicy,
     "direct": DirectPolicy,
+    "thompson": ThompsonPolicy,
 }
 
 ALIASES = {"round_robin": "round-robin", "rr": "round-robin", "kv_router": "kv", "kv-router": "kv",
