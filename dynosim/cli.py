@@ -204,6 +204,44 @@ def trace_inspect(
         console.print(format_inspection(d))
 
 
+@trace_app.command("synth")
+def trace_synth(
+    out: Path = typer.Argument(..., help="JSONL file to write"),
+    sessions: Optional[int] = typer.Option(100, help="top-level agent sessions (or use --duration-s)"),
+    duration_s: Optional[float] = typer.Option(None, help="generate sessions arriving within this many seconds"),
+    rate: float = typer.Option(0.5, help="session arrival rate (Poisson), sessions/s"),
+    apps: int = typer.Option(4, help="apps, each with its own shared system prompt"),
+    subagent_prob: float = typer.Option(0.1, help="chance a turn fans out to sub-agents"),
+    trace_block_size: int = typer.Option(512, help="tokens per hash_id"),
+    seed: int = typer.Option(0, help="random seed"),
+    config: Optional[Path] = typer.Option(None, help="YAML/JSON with any SynthConfig fields (overrides flags)"),
+) -> None:
+    """Write a seeded agentic multi-turn trace (shared prompts, growing context, tool gaps, sub-agents, hints)."""
+    from dynosim.traces.synth import SynthConfig, synth_agentic, write_jsonl
+
+    fields = dict(seed=seed, rate=rate, n_apps=apps, subagent_prob=subagent_prob, trace_block_size=trace_block_size,
+                  num_sessions=None if duration_s is not None else sessions, duration_s=duration_s)
+    if config is not None:
+        if not config.exists():
+            _fail(f"synth config not found: {config}")
+        import yaml
+
+        loaded = yaml.safe_load(config.read_text()) or {}
+        if not isinstance(loaded, dict):
+            _fail(f"{config}: expected a mapping of SynthConfig fields")
+        fields.update(loaded)
+    try:
+        cfg = SynthConfig(**fields)
+        rows = synth_agentic(cfg)
+    except ValidationError as exc:
+        _fail(_validation_message(exc))
+    except ValueError as exc:
+        _fail(str(exc))
+    write_jsonl(rows, out)
+    n_sessions = len({r["session_id"] for r in rows})
+    console.print(f"wrote {len(rows):,} requests in {n_sessions:,} sessions to {out}")
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

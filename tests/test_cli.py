@@ -113,3 +113,19 @@ def test_every_router_mode_runs_end_to_end(tmp_path, mode):
 def test_direct_mode_without_worker_hint_is_a_clear_error():
     res = runner.invoke(app, ["run", "-t", str(SAMPLE), "-w", "2", "--limit", "5", "--router-mode", "direct"])
     assert res.exit_code == 2 and "worker_id" in res.output and "line 1" in res.output
+
+
+def test_trace_synth_writes_a_loadable_agentic_trace(tmp_path):
+    out = tmp_path / "agentic.jsonl"
+    res = runner.invoke(app, ["trace", "synth", str(out), "--sessions", "20", "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    again = tmp_path / "again.jsonl"
+    runner.invoke(app, ["trace", "synth", str(again), "--sessions", "20", "--seed", "3"])
+    assert out.read_bytes() == again.read_bytes()
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all("agent_hints" in r["nvext"] for r in rows)
+    res = runner.invoke(app, ["run", "-t", str(out), "-w", "2", "--router-mode", "thompson", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["requests"]["completed"] == len(rows)
+    bad = runner.invoke(app, ["trace", "synth", str(out), "--rate", "-1"])
+    assert bad.exit_code == 2 and "rate" in bad.output
