@@ -1,0 +1,36 @@
+"""House rules of the layout: the router runs in both worlds, the simulator never needs live code."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "dynosim"
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+    return out
+
+
+@pytest.mark.parametrize("path", sorted((PKG / "router").rglob("*.py")) + [PKG / "clock.py"],
+                         ids=lambda p: str(p.relative_to(PKG)))
+def test_router_and_clock_import_no_simpy_aiohttp_or_simulator(path):
+    bad = {m for m in imported_modules(path)
+           if m.split(".")[0] in ("simpy", "aiohttp") or m.startswith(("dynosim.sim", "dynosim.engines"))}
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_simulator_does_not_import_live_code():
+    for path in list((PKG / "sim").rglob("*.py")) + list((PKG / "engines" / "mocker").rglob("*.py")):
+        bad = {m for m in imported_modules(path) if m.startswith(("dynosim.validate", "dynosim.engines.live"))
+               or m.split(".")[0] == "aiohttp"}
+        assert not bad, f"{path} imports {sorted(bad)}"
