@@ -63,6 +63,7 @@ class VllmScheduler:
         self.speed = args.speedup_ratio
         self.decode_speed = args.speedup_ratio * args.decode_speedup_ratio
         self.lifo = args.preemption_mode == "lifo"
+        self.prefix_caching = args.enable_prefix_caching
         self.num_preemptions = 0
         self.passes = 0
 
@@ -92,9 +93,11 @@ class VllmScheduler:
         are computed; until then it is the request's private partial block.
         """
         bs = self.bs
-        kv = self.kv
         blocks = req.blocks
-        n_prompt_full = len(req.seq_hashes) if self.args.enable_prefix_caching else 0
+        if (len(blocks) + 1) * bs > target_tokens and (req.partial or len(blocks) * bs >= target_tokens):
+            return True  # the last block already has room (every decode step but one in bs)
+        kv = self.kv
+        n_prompt_full = len(req.seq_hashes) if self.prefix_caching else 0
         while True:
             j = len(blocks)
             if (j + 1) * bs <= target_tokens:
@@ -158,7 +161,7 @@ class VllmScheduler:
         i = 0
         while i < len(running) and budget > 0:
             req = running[i]
-            remaining = req.seq_len - req.computed
+            remaining = req.isl + req.generated - req.computed
             n = remaining if remaining < budget else budget
             target = req.computed + n
             current_preempted = False
@@ -264,10 +267,12 @@ class VllmScheduler:
         ctx_sum = 0
         n_dec = 0
         for req in self.running:
-            if req.computed >= req.seq_len and req.generated < req.osl:
+            gen = req.generated
+            seq_len = req.isl + gen
+            if req.computed >= seq_len and gen < req.osl:
                 emitted.append(req)
-                if req.generated:
-                    ctx_sum += req.seq_len
+                if gen:
+                    ctx_sum += seq_len
                     n_dec += 1
         decode_ms = 0.0
         if n_dec:
@@ -298,7 +303,7 @@ class VllmScheduler:
         bs = self.bs
         k = 1 << 60
         for req in running:
-            seq_len = req.seq_len
+            seq_len = req.isl + req.generated
             if req.computed != seq_len - 1 or req.computed < req.isl:
                 return 0
             room = (len(req.blocks) + req.partial) * bs - seq_len + 1
@@ -314,7 +319,7 @@ class VllmScheduler:
         """Durations (ms) of the next ``k`` uniform passes: the summed context grows by n per pass."""
         running = self.running
         n = len(running)
-        ctx0 = sum(r.seq_len for r in running)
+        ctx0 = sum(r.isl + r.generated for r in running)
         ctx = ctx0 + n * np.arange(k, dtype=np.float64)
         return np.round(self.timing.decode_ms_vec(ctx, ctx / n, self.total_kv_tokens) / self.decode_speed * 1e6) / 1e6
 
