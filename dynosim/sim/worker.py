@@ -33,7 +33,7 @@ class TokenGaps:
         self.values: list[float] = []   # single gaps from regular passes
         self.counts: list[int] = []
         self._buf_v = np.empty(1 << 16)
-        self._buf_n = np.empty(1 << 16, np.int64)
+        self._buf_n = np.empty(1 << 16, np.int32)
         self._pos = 0
         self.runs = 0  # fast-forwarded stretches recorded
 
@@ -50,9 +50,13 @@ class TokenGaps:
         self.runs += 1
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """All gaps as (values, counts) arrays."""
-        return (np.concatenate([np.asarray(self.values, float), self._buf_v[:self._pos]]),
-                np.concatenate([np.asarray(self.counts, np.int64), self._buf_n[:self._pos]]))
+        """All gaps as (values, counts) arrays (views into the buffers; the singles are moved in)."""
+        if self.values:
+            self.add_run(self.values, 1)
+            self._buf_n[self._pos - len(self.values):self._pos] = self.counts
+            self.runs -= 1
+            self.values, self.counts = [], []
+        return self._buf_v[:self._pos], self._buf_n[:self._pos]
 
 
 class Worker:
