@@ -1,0 +1,384 @@
+"""Streaming client for OpenAI-compatible engine servers (vLLM, SGLang), on aiohttp.
+
+``LiveClient.complete`` sends one ``POST /v1/completions`` with the prompt as
+token ids, ``stream: true``, usage reporting, ``ignore_eos``, ``temperature:
+0`` and the exact ``max_tokens``, and returns a ``CompletionResult`` with the
+arrival time of every streamed chunk. It never raises for a failed request:
+HTTP errors, refused or dropped connections, error events in the stream,
+malformed data and timeouts all come back as a result with ``status``
+("error" or "timeout") and an ``error`` message naming the URL, together with
+whatever had been received (so a replay counts failures instead of losing
+them). Only cancellation propagates.
+
+Counting tokens: ``usage`` (the final chunk, asked for with
+``stream_options.include_usage``) gives the totals. vLLM streams one chunk per
+engine step, normally one token each, but a chunk can carry several tokens
+(e.g. speculative decoding) and a token that is an incomplete UTF-8 sequence
+comes as a chunk with empty text. With ``continuous_usage=True`` (the
+default; vLLM's ``continuous_usage_stats``) every chunk carries the running
+usage, so ``chunk_tokens`` is exact per chunk; otherwise a chunk counts
+``len(token_ids)`` when the server sends them, else 1.
+
+Times are ``time.monotonic()`` in milliseconds: ``t_send_ms`` just before the
+request is written, one entry in ``token_times_ms`` per chunk that carried
+tokens (its arrival), ``t_end_ms`` when the stream ended or failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import aiohttp
+
+Status = Literal["ok", "error", "timeout"]
+
+
+def _now_ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+@dataclass
+class CompletionResult:
+    """Outcome of one streamed completion; failures are results too (``status`` != "ok")."""
+
+    request_id: str
+    status: Status
+    error: str | None
+    prompt_tokens: int | None          # usage.prompt_tokens (None: the server never reported usage)
+    completion_tokens: int             # usage.completion_tokens, else the tokens counted in chunks
+    cached_tokens: int | None          # usage.prompt_tokens_details.cached_tokens, when the server reports it
+    t_send_ms: float
+    t_first_token_ms: float | None
+    t_last_token_ms: float | None
+    token_times_ms: list[float] = field(default_factory=list)  # arrival of each chunk that carried tokens
+    http_status: int | None = None
+    chunk_tokens: list[int] = field(default_factory=list)      # tokens carried by each of those chunks
+    finish_reason: str | None = None
+    usage_reported: bool = False
+    t_end_ms: float | None = None
+    kv_transfer_params: dict | None = None                     # as a NIXL prefill server returns it
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def ttft_ms(self) -> float | None:
+        """First token time minus send time (the client-side TTFT)."""
+        return None if self.t_first_token_ms is None else self.t_first_token_ms - self.t_send_ms
+
+    @property
+    def e2e_ms(self) -> float | None:
+        return None if self.t_last_token_ms is None else self.t_last_token_ms - self.t_send_ms
+
+    @property
+    def itl_ms(self) -> float | None:
+        """aiperf's per-request ITL: (last token - first token) / (output tokens - 1)."""
+        if self.t_first_token_ms is None or self.completion_tokens < 2:
+            return None
+        return (self.t_last_token_ms - self.t_first_token_ms) / (self.completion_tokens - 1)
+
+    def per_token_times_ms(self) -> list[float]:
+        """One time per token: each chunk's arrival repeated for the tokens it carried."""
+        out: list[float] = []
+        for t, n in zip(self.token_times_ms, self.chunk_tokens):
+            out.extend([t] * n)
+        return out
+
+
+class _StreamError(Exception):
+    """The server reported an error inside the stream, or the stream was malformed."""
+
+
+class LiveClient:
+    """One engine endpoint. Use as ``async with LiveClient(url, model) as c: await c.complete(...)``.
+
+    ``timeout_s`` bounds a whole request (connect, queueing, every token);
+    ``connect_timeout_s`` the TCP connect; ``read_timeout_s`` (optional) the
+    silence allowed between two reads. A ``session`` passed in is used and
+    left open; otherwise the client owns one (no connection limit, so a replay
+    can hold as many streams open as it has requests in flight).
+    """
+
+    def __init__(self, base_url: str, model: str, *, timeout_s: float = 600.0, connect_timeout_s: float = 10.0,
+                 read_timeout_s: float | None = None, session: aiohttp.ClientSession | None = None,
+                 continuous_usage: bool = True, headers: dict[str, str] | None = None):
+        if timeout_s <= 0 or connect_timeout_s <= 0:
+            raise ValueError("timeouts must be > 0")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.continuous_usage = continuous_usage
+        self.headers = dict(headers or {})
+        self._session = session
+        self._owns_session = session is None
+
+    @property
+    def completions_url(self) -> str:
+        return f"{self.base_url}/v1/completions"
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            self._owns_session = True
+        return self._session
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def __aenter__(self) -> LiveClient:
+        self._get_session()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def request_body(self, prompt_token_ids: list[int], max_tokens: int, *, ignore_eos: bool = True,
+                     extra_body: dict | None = None) -> dict:
+        """The JSON body ``complete`` sends."""
+        stream_options = {"include_usage": True}
+        if self.continuous_usage:
+            stream_options["continuous_usage_stats"] = True
+        body = {"model": self.model, "prompt": list(prompt_token_ids), "max_tokens": int(max_tokens),
+                "temperature": 0, "ignore_eos": bool(ignore_eos), "stream": True,
+                "stream_options": stream_options}
+        if extra_body:
+            body.update(extra_body)
+        return body
+
+    async def complete(self, prompt_token_ids: list[int], max_tokens: int, *, request_id: str | None = None,
+                       ignore_eos: bool = True, extra_body: dict | None = None,
+                       on_token: Callable[[float, int], None] | None = None) -> CompletionResult:
+        """Stream one completion; never raises except on cancellation.
+
+        ``on_token(t_ms, n_tokens)`` is called as each token-carrying chunk arrives.
+        """
+        rid = request_id or uuid.uuid4().hex
+        url = self.completions_url
+        res = CompletionResult(rid, "ok", None, None, 0, None, _now_ms(), None, None)
+        try:
+            body = self.request_body(prompt_token_ids, max_tokens, ignore_eos=ignore_eos, extra_body=extra_body)
+            session = self._get_session()
+            # sock_connect, not connect: waiting for a pooled connection is not a connect failure
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s,
+                                            sock_read=self.read_timeout_s)
+            headers = {"X-Request-Id": rid, "Accept": "text/event-stream", **self.headers}
+        except Exception as exc:  # bad arguments are a failed request, not a crash of the replay
+            return self._fail(res, "error", f"POST {url}: could not build the request: {type(exc).__name__}: {exc}")
+        res.t_send_ms = _now_ms()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with session.post(url, json=body, headers=headers, timeout=timeout) as resp:
+                    res.http_status = resp.status
+                    if resp.status != 200:
+                        text = await resp.text(errors="replace")
+                        return self._fail(res, "error", f"POST {url} answered HTTP {resp.status}: {_brief(text)}")
+                    await self._read_stream(resp, res, on_token)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError as exc:
+            # asyncio.timeout, or aiohttp's connect/read timeouts (subclasses of TimeoutError)
+            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                msg = f"POST {url}: connect timed out after {self.connect_timeout_s} s"
+            elif isinstance(exc, aiohttp.ServerTimeoutError):
+                msg = f"POST {url}: no data for {self.read_timeout_s} s (read timeout)"
+            else:
+                msg = f"POST {url}: no complete response within {self.timeout_s} s"
+            return self._fail(res, "timeout", f"{msg}; {_progress(res)}")
+        except aiohttp.ClientConnectorError as exc:
+            return self._fail(res, "error", f"POST {url}: cannot connect: {exc}")
+        except aiohttp.ClientPayloadError as exc:
+            return self._fail(res, "error", f"POST {url}: connection dropped mid-stream ({exc}); {_progress(res)}")
+        except aiohttp.ServerDisconnectedError as exc:
+            return self._fail(res, "error", f"POST {url}: server disconnected ({exc}); {_progress(res)}")
+        except (aiohttp.ClientError, OSError) as exc:
+            return self._fail(res, "error", f"POST {url}: {type(exc).__name__}: {exc}; {_progress(res)}")
+        except _StreamError as exc:
+            return self._fail(res, "error", f"POST {url}: {exc}; {_progress(res)}")
+        except Exception as exc:  # never lose a request to an unexpected exception
+            return self._fail(res, "error", f"POST {url}: unexpected {type(exc).__name__}: {exc}; {_progress(res)}")
+        res.t_end_ms = _now_ms()
+        return res
+
+    @staticmethod
+    def _fail(res: CompletionResult, status: Status, message: str) -> CompletionResult:
+        res.status = status
+        res.error = message
+        res.t_end_ms = _now_ms()
+        return res
+
+    async def _read_stream(self, resp: aiohttp.ClientResponse, res: CompletionResult,
+                           on_token: Callable[[float, int], None] | None) -> None:
+        """Consume the SSE body into ``res``; raises ``_StreamError`` if it is not a complete stream."""
+        data_lines: list[str] = []
+        event_t = 0.0
+        done = False
+        usage_so_far = 0  # running completion_tokens from usage (continuous stats, then the final chunk)
+        usage_seen = False
+        finish_only_t: float | None = None  # a chunk with empty text and a finish_reason: a token or just the end?
+
+        def handle(payload: str, t: float) -> bool:
+            nonlocal usage_so_far, usage_seen, finish_only_t
+            if payload.strip() == "[DONE]":
+                return True
+            try:
+                chunk = json.loads(payload)
+            except json.JSONDecodeError as exc:
+                raise _StreamError(f"malformed stream data {_brief(payload)}: {exc}") from None
+            if not isinstance(chunk, dict):
+                raise _StreamError(f"unexpected stream data {_brief(payload)}")
+            if chunk.get("error") is not None or chunk.get("object") == "error":
+                err = chunk.get("error", chunk)
+                detail = err.get("message", err) if isinstance(err, dict) else err
+                raise _StreamError(f"server error in stream: {_brief(str(detail))}")
+            usage = chunk.get("usage")
+            running = None
+            if isinstance(usage, dict):
+                res.usage_reported = True
+                if usage.get("prompt_tokens") is not None:
+                    res.prompt_tokens = int(usage["prompt_tokens"])
+                if usage.get("completion_tokens") is not None:
+                    running = int(usage["completion_tokens"])
+                details = usage.get("prompt_tokens_details")
+                if isinstance(details, dict) and details.get("cached_tokens") is not None:
+                    res.cached_tokens = int(details["cached_tokens"])
+            if chunk.get("kv_transfer_params") is not None:
+                res.kv_transfer_params = chunk["kv_transfer_params"]
+            choices = chunk.get("choices") or []
+            n_tok = 0
+            carried = False
+            for ch in choices:
+                if not isinstance(ch, dict):
+                    continue
+                if ch.get("finish_reason"):
+                    res.finish_reason = ch["finish_reason"]
+                text = ch.get("text")
+                if text is None:  # tolerate chat-style deltas
+                    text = (ch.get("delta") or {}).get("content") or ""
+                ids = ch.get("token_ids")
+                if ids:
+                    n_tok += len(ids)
+                    carried = True
+                elif text:
+                    n_tok += 1
+                    carried = True
+                elif not ch.get("finish_reason"):
+                    n_tok += 1          # a token whose text is an incomplete UTF-8 sequence
+                    carried = True
+                else:
+                    finish_only_t = t   # decided at the end, against usage
+            if running is not None and self.continuous_usage and choices:
+                # exact per-chunk count from the running usage (covers empty-text tokens too)
+                n_tok = running - usage_so_far
+                carried = n_tok > 0
+            if running is not None:
+                usage_so_far = max(usage_so_far, running)
+                usage_seen = True
+            if carried and n_tok > 0:
+                if res.t_first_token_ms is None:
+                    res.t_first_token_ms = t
+                res.t_last_token_ms = t
+                res.token_times_ms.append(t)
+                res.chunk_tokens.append(n_tok)
+                res.completion_tokens += n_tok
+                if on_token is not None:
+                    on_token(t, n_tok)
+            return False
+
+        async for raw in resp.content:
+            t = _now_ms()
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if not line:  # blank line: end of one SSE event
+                if data_lines:
+                    done = handle("\n".join(data_lines), event_t) or done
+                    data_lines = []
+                continue
+            if line.startswith(":"):  # SSE comment / keep-alive
+                continue
+            fld, _, value = line.partition(":")
+            if fld == "data":
+                if not data_lines:
+                    event_t = t
+                data_lines.append(value[1:] if value.startswith(" ") else value)
+            # other SSE fields (event:, id:, retry:) carry nothing we need
+        if data_lines:
+            done = handle("\n".join(data_lines), event_t) or done
+        if usage_seen:  # the server's total is authoritative (chunks may under-count without running usage)
+            if finish_only_t is not None and usage_so_far > res.completion_tokens and (
+                    not res.token_times_ms or finish_only_t >= res.token_times_ms[-1]):
+                # the finishing chunk carried a token with empty text (vLLM); OpenAI's bare finish chunk is not one
+                res.token_times_ms.append(finish_only_t)
+                res.chunk_tokens.append(1)
+                res.t_last_token_ms = finish_only_t
+                if res.t_first_token_ms is None:
+                    res.t_first_token_ms = finish_only_t
+                if on_token is not None:
+                    on_token(finish_only_t, 1)
+            res.completion_tokens = usage_so_far
+        if not done:
+            raise _StreamError("stream ended without [DONE]")
+
+
+def _brief(text: str, n: int = 300) -> str:
+    text = text.strip().replace("\n", " ")
+    return repr(text if len(text) <= n else text[:n] + "...")
+
+
+def _progress(res: CompletionResult) -> str:
+    return f"{res.completion_tokens} tokens in {len(res.token_times_ms)} chunks received"
+
+
+async def wait_healthy(base_url: str, timeout_s: float, *, model: str | None = None, interval_s: float = 0.25,
+                       is_alive: Callable[[], bool] | None = None,
+                       session: aiohttp.ClientSession | None = None) -> list[str]:
+    """Poll ``/health`` until 200, then ``/v1/models``; return the served model ids.
+
+    With ``model``, waits until it is among them. Raises ``TimeoutError``
+    naming the URL and the last answer seen when ``timeout_s`` runs out, or
+    ``RuntimeError`` as soon as ``is_alive()`` says the server process died.
+    """
+    base = base_url.rstrip("/")
+    own = session is None
+    sess = session or aiohttp.ClientSession()
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    per_try = aiohttp.ClientTimeout(total=max(0.5, min(5.0, timeout_s)))
+    try:
+        while True:
+            if is_alive is not None and not is_alive():
+                raise RuntimeError(f"server for {base} exited before it became healthy (last: {last})")
+            try:
+                async with sess.get(f"{base}/health", timeout=per_try) as r:
+                    if r.status != 200:
+                        last = f"GET {base}/health answered HTTP {r.status}"
+                    else:
+                        async with sess.get(f"{base}/v1/models", timeout=per_try) as m:
+                            if m.status != 200:
+                                last = f"GET {base}/v1/models answered HTTP {m.status}"
+                            else:
+                                data = await m.json(content_type=None)
+                                ids = [d.get("id") for d in (data or {}).get("data", []) if isinstance(d, dict)]
+                                if model is None or model in ids:
+                                    return ids
+                                last = f"GET {base}/v1/models lists {ids}, not {model!r}"
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{base} not healthy after {timeout_s} s (polled {base}/health; last: {last})")
+            await asyncio.sleep(min(interval_s, left))
+    finally:
+        if own:
+            await sess.close()
