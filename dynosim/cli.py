@@ -242,6 +242,153 @@ def trace_synth(
     console.print(f"wrote {len(rows):,} requests in {n_sessions:,} sessions to {out}")
 
 
+class LaunchEngine(str, Enum):
+    vllm = "vllm"
+    sglang = "sglang"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _load_run_config(path: Path) -> dict:
+    import yaml
+
+    if not path.exists():
+        _fail(f"config not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        _fail(f"{path}: not valid YAML/JSON: {exc}")
+    if not isinstance(data, dict):
+        _fail(f"{path}: expected a mapping of RunConfig fields")
+    return data
+
+
+@app.command()
+def validate(
+    trace: Path = typer.Option(..., "--trace", "-t", help="Mooncake-style JSONL trace"),
+    launch: Optional[LaunchEngine] = typer.Option(None, help="start the servers: vllm (CPU or CUDA) or sglang"),
+    endpoint: list[str] = typer.Option([], "--endpoint", help="attach to a running server (once per worker)"),
+    kv_events: list[str] = typer.Option([], "--kv-events", help="attach mode: ZMQ endpoint each engine "
+                                        "publishes KV events to (we bind it), once per --endpoint"),
+    model: str = typer.Option("", help="model directory or name to launch"),
+    served_model_name: Optional[str] = typer.Option(None, help="model name the servers serve (default: --model)"),
+    device: Device = typer.Option("cpu", help="cpu (the CPU build of vLLM) or cuda"),
+    engine_python: Optional[str] = typer.Option(None, help="Python with the engine installed "
+                                                "(default: .venv-vllm/bin/python when present)"),
+    workers: int = typer.Option(1, "--workers", "-w", help="aggregated engine workers"),
+    router_mode: RouterMode = typer.Option("kv", "--router-mode", help="routing policy"),
+    router_kv_events: bool = typer.Option(True, "--router-kv-events/--no-router-kv-events",
+                                          help="KV router: index the engines' KV events (else approximate)"),
+    config: Optional[Path] = typer.Option(None, help="YAML/JSON of RunConfig fields (overrides the flags)"),
+    block_size: Optional[int] = typer.Option(None, help="KV block size (default: the timing profile's, else 32)"),
+    num_gpu_blocks: Optional[int] = typer.Option(None, help="KV capacity per worker in blocks "
+                                                 "(default: the timing profile's, else 16384)"),
+    max_num_seqs: int = typer.Option(256, help="cap on running requests per worker (passed to the engine)"),
+    max_num_batched_tokens: int = typer.Option(2048, help="token budget of one pass (passed to the engine)"),
+    timing: TimingName = typer.Option("interpolated", help="timing model of the prediction"),
+    timing_profile: Optional[str] = typer.Option(None, help="profile from `dynosim calibrate` (or bundled name)"),
+    trace_block_size: int = typer.Option(512, help="tokens per trace hash_id"),
+    arrival_speedup: float = typer.Option(1.0, help="divide arrival times and session delays by this"),
+    limit: Optional[int] = typer.Option(None, help="replay only the first N trace rows"),
+    seed: int = typer.Option(0, help="random seed (router tie-breaks)"),
+    max_model_len: int = typer.Option(2048, help="engine context limit (launch)"),
+    base_port: int = typer.Option(18000, help="first HTTP port of launched servers"),
+    events_base_port: int = typer.Option(18500, help="first KV-event port of launched servers"),
+    gpus_per_worker: int = typer.Option(1, help="CUDA: GPUs (tensor parallel) per worker"),
+    match_kv_capacity: bool = typer.Option(True, "--match-kv-capacity/--no-match-kv-capacity",
+                                           help="launch with --num-gpu-blocks-override = the simulated capacity"),
+    startup_timeout: float = typer.Option(600.0, help="seconds to wait for launched servers"),
+    request_timeout: float = typer.Option(600.0, help="seconds one request may take"),
+    vocab_size: int = typer.Option(2048, help="prompt token ids are drawn in [4, vocab size)"),
+    tolerance: float = typer.Option(0.10, help="relative error allowed on gated metrics"),
+    reuse_tolerance: float = typer.Option(0.02, help="absolute difference allowed on prefix reuse"),
+    engine_arg: list[str] = typer.Option([], "--engine-arg", help="extra argument for launched servers"),
+    out: Path = typer.Option(Path("runs/validate"), "--out", "-o", help="output folder"),
+) -> None:
+    """Replay a trace on live engines, simulate the same deployment, and compare per metric.
+
+    Exit status: 0 within tolerance, 1 a gated metric is out of tolerance, 3 the live run
+    lost requests (failures, timeouts, a dead server), 2 bad input.
+    """
+    from dynosim.engines.mocker.timing import profile_engine_args
+    from dynosim.traces.mooncake import load_trace
+    from dynosim.validate.servers import ServerError
+    from dynosim.validate.workflow import ValidateOptions, validate as validate_api
+
+    if launch is None and not endpoint:
+        _fail("give --launch vllm (start servers) or --endpoint URL (attach), once per worker")
+    if launch is not None and endpoint:
+        _fail("--launch and --endpoint exclude each other")
+    if endpoint and workers != len(endpoint) and config is None:
+        workers = len(endpoint)
+    try:
+        prof = profile_engine_args(timing_profile) if timing_profile else {}
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    try:
+        fields = dict(workers=workers, router_mode=router_mode.value, seed=seed, trace_block_size=trace_block_size,
+                      arrival_speedup=arrival_speedup,
+                      router=RouterParams(kv_events=router_kv_events),
+                      engine=MockerArgs(block_size=block_size or prof.get("block_size", 32),
+                                        num_gpu_blocks=num_gpu_blocks or prof.get("num_gpu_blocks", 16384),
+                                        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                                        timing=timing.value, timing_profile=timing_profile))
+        if config is not None:
+            data = _load_run_config(config)
+            fields = {**json.loads(RunConfig(**fields).model_dump_json()), **data}
+        cfg = RunConfig(**fields)
+    except ValidationError as exc:
+        _fail(_validation_message(exc))
+    if not trace.exists():
+        _fail(f"trace not found: {trace}")
+    try:
+        tr = load_trace(trace, trace_block_size=cfg.trace_block_size, speedup=cfg.arrival_speedup, limit=limit)
+    except TraceError as exc:
+        _fail(str(exc))
+    opts = ValidateOptions(out=out, model=model, served_model_name=served_model_name,
+                           launch=launch.value if launch else None, endpoints=list(endpoint),
+                           kv_event_endpoints=list(kv_events), device=device.value, engine_python=engine_python,
+                           base_port=base_port, events_base_port=events_base_port, gpus_per_worker=gpus_per_worker,
+                           max_model_len=max_model_len, match_kv_capacity=match_kv_capacity,
+                           startup_timeout_s=startup_timeout, request_timeout_s=request_timeout,
+                           vocab_size=vocab_size, tolerance=tolerance, reuse_tolerance=reuse_tolerance,
+                           extra_engine_args=tuple(engine_arg))
+    try:
+        res = validate_api(tr, cfg, opts, say=lambda m: err_console.print(m))
+    except ServerError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(3)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(comparison_table(res.table))
+    r = res.measured["requests"]
+    console.print(f"live: {r['completed']} completed, {r['failed']} failed, {r.get('not_sent', 0)} not sent; "
+                  f"prefix reuse from {res.measured.get('prefix_reuse_source')}; wrote {out}/comparison.csv, "
+                  "comparison.json, comparison.png, measured/, predicted/")
+    if res.measured.get("aborted"):
+        err_console.print(f"[red]run aborted:[/red] {res.measured['aborted']}")
+    verdict = {0: "[green]PASS[/green]", 1: "[red]FAIL: out of tolerance[/red]",
+               3: "[red]INCOMPLETE: requests lost[/red]"}[res.exit_code]
+    console.print(verdict)
+    raise typer.Exit(res.exit_code)
+
+
+def comparison_table(table) -> Table:
+    from dynosim.validate.compare import format_error
+
+    t = Table(title="measured vs predicted")
+    for col in ("metric", "measured", "predicted", "error", "tolerance", ""):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    for _, row in table.iterrows():
+        mark = ("ok" if row["ok"] else "[red]OUT[/red]") if row["gated"] else "(info)"
+        tol = f"{row['tolerance']:.3f}" if row["error_kind"] == "abs" else f"{100 * row['tolerance']:.0f}%"
+        t.add_row(row["label"], _fmt(row["measured"], 3), _fmt(row["predicted"], 3), format_error(row), tol, mark)
+    return t
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

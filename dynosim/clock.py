@@ -70,6 +70,20 @@ class WallClock:
             return 0.0
         return (time.monotonic() - self._t0) * 1000.0 * self.speed
 
+    def from_monotonic_ms(self, t_ms: float) -> float:
+        """Clock time of a ``time.monotonic()`` reading in ms (e.g. when a token arrived)."""
+        if self._t0 is None:
+            return 0.0
+        return (t_ms / 1000.0 - self._t0) * 1000.0 * self.speed
+
+    def cancel_all(self) -> int:
+        """Drop every pending event (a live run that must stop); returns how many were dropped."""
+        n = len(self._heap)
+        self._heap.clear()
+        if self._wake is not None:
+            self._wake.set()
+        return n
+
     def call_at(self, t_ms: float, fn: Callable[[], None], priority: int = PRIO_ARRIVAL) -> None:
         heapq.heappush(self._heap, (t_ms, priority, next(self._seq), fn))
         if self._wake is not None:

@@ -64,3 +64,16 @@ def test_port_and_core_plans():
     assert cpu_core_plan(2, 2) == [(0,), (1,)] and cpu_core_plan(2, 5) == [(0, 1), (2, 3)]
     with pytest.raises(ValueError, match="at least as many cores"):
         cpu_core_plan(3, 2)
+
+
+def test_scheduler_limits_and_cache_report_are_passed_to_both_engines():
+    spec = LaunchSpec("/m", 18000, device="cuda", max_num_seqs=64, max_num_batched_tokens=2048,
+                      num_gpu_blocks_override=512)
+    argv, _ = vllm_command(spec, python="py")
+    assert arg(argv, "--max-num-seqs") == "64" and arg(argv, "--max-num-batched-tokens") == "2048"
+    assert arg(argv, "--num-gpu-blocks-override") == "512" and "--enable-prompt-tokens-details" in argv
+    argv, _ = sglang_command(spec, python="py")
+    assert arg(argv, "--max-running-requests") == "64" and arg(argv, "--chunked-prefill-size") == "2048"
+    assert "--enable-cache-report" in argv
+    argv, _ = vllm_command(LaunchSpec("/m", 18000, prompt_tokens_details=False), python="py")
+    assert "--enable-prompt-tokens-details" not in argv and "--max-num-seqs" not in argv

@@ -33,6 +33,9 @@ class LaunchSpec:
     enable_prefix_caching: bool = True
     enforce_eager: bool | None = None    # default: True on CPU
     num_gpu_blocks_override: int | None = None
+    max_num_seqs: int | None = None          # scheduler limits: pass the simulated engine's, so both match
+    max_num_batched_tokens: int | None = None
+    prompt_tokens_details: bool = True       # vLLM: report cached prompt tokens per request in usage
     kv_events_endpoint: str | None = None  # e.g. tcp://127.0.0.1:18557 (the listener binds, vLLM connects)
     cpu_cores: tuple[int, ...] = ()      # OMP cores of this instance (CPU)
     cpu_kvcache_gib: int = 1
@@ -68,6 +71,12 @@ def vllm_command(spec: LaunchSpec, python: str | None = None) -> tuple[list[str]
         argv += ["--num-gpu-blocks-override", str(spec.num_gpu_blocks_override)]
     if spec.tensor_parallel_size > 1:
         argv += ["--tensor-parallel-size", str(spec.tensor_parallel_size)]
+    if spec.max_num_seqs is not None:
+        argv += ["--max-num-seqs", str(spec.max_num_seqs)]
+    if spec.max_num_batched_tokens is not None:
+        argv += ["--max-num-batched-tokens", str(spec.max_num_batched_tokens)]
+    if spec.prompt_tokens_details:
+        argv.append("--enable-prompt-tokens-details")
     if spec.kv_events_endpoint:
         argv += ["--kv-events-config", json.dumps({"enable_kv_cache_events": True, "publisher": "zmq",
                                                    "endpoint": spec.kv_events_endpoint})]
@@ -104,6 +113,12 @@ def sglang_command(spec: LaunchSpec, python: str | None = None) -> tuple[list[st
         argv += ["--dtype", spec.dtype]
     if not spec.enable_prefix_caching:
         argv.append("--disable-radix-cache")
+    if spec.max_num_seqs is not None:
+        argv += ["--max-running-requests", str(spec.max_num_seqs)]
+    if spec.max_num_batched_tokens is not None:
+        argv += ["--chunked-prefill-size", str(spec.max_num_batched_tokens)]
+    if spec.prompt_tokens_details:
+        argv.append("--enable-cache-report")  # usage.prompt_tokens_details.cached_tokens
     if spec.kv_events_endpoint:
         argv += ["--kv-events-config", json.dumps({"publisher": "zmq", "endpoint": spec.kv_events_endpoint})]
     if spec.role != "aggregated":

@@ -1,0 +1,332 @@
+"""Replay a trace on the wall clock against live engines, routed by dynosim's own router.
+
+The same ``Frontend`` (arrivals, session turns) and ``Router`` (policy,
+indexer, load, queue) objects the simulator uses run here on a ``WallClock``;
+only the workers differ: a ``LiveWorker`` streams the request's token-id
+prompt to a live server instead of simulating it. Prompts come from the
+trace's ``hash_ids`` (``engines.live.prompts``), so shared hash prefixes are
+shared token prefixes in the engine, and the router hashes those very tokens
+(the KV events a live engine publishes carry the same tokens, so its indexer
+and the engine agree).
+
+Nothing is lost: a request that errors, times out, or returns a token count
+other than the trace's is recorded as failed with the reason; when a server
+dies (or stops answering ``/health``) the run ends at once, in-flight
+requests are marked failed, and the rows never sent are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import aiohttp
+import numpy as np
+import pandas as pd
+
+from dynosim.clock import WallClock
+from dynosim.config import RunConfig
+from dynosim.engines.live.client import CompletionResult, LiveClient
+from dynosim.engines.live.metrics import MetricsError, delta, scrape
+from dynosim.engines.live.prompts import prompt_token_ids
+from dynosim.metrics.collector import requests_frame, summarize
+from dynosim.request import Request
+from dynosim.router.hashing import block_hashes_of_tokens
+from dynosim.router.router import Router
+from dynosim.sim.frontend import Frontend
+from dynosim.traces.mooncake import Trace
+
+
+class PromptHasher:
+    """What the frontend needs of a hasher, for live runs: the real prompt's block hashes."""
+
+    def __init__(self, block_size: int, trace_block_size: int, *, vocab_size: int, low: int = 4,
+                 high: int | None = None, seed: int = 0):
+        self.block_size = block_size
+        self.trace_block_size = trace_block_size
+        self._kw = dict(trace_block_size=trace_block_size, vocab_size=vocab_size, low=low, high=high, seed=seed)
+
+    def prompt(self, hash_ids, input_length: int) -> list[int]:
+        return prompt_token_ids(hash_ids, input_length, **self._kw)
+
+    def sequence_hashes(self, hash_ids, input_length: int) -> list[int]:
+        return block_hashes_of_tokens(self.prompt(hash_ids, input_length), self.block_size)[1]
+
+
+class LiveWorker:
+    """One live endpoint behind the frontend's ``submit`` interface."""
+
+    def __init__(self, wid: int, client: LiveClient, replay: "LiveReplay"):
+        self.wid = wid
+        self.client = client
+        self._replay = replay
+
+    def submit(self, req: Request) -> None:
+        self._replay._launch(self, req)
+
+
+@dataclass
+class LiveRun:
+    """What a live replay leaves behind."""
+
+    requests: list[Request]
+    results: dict[int, CompletionResult]
+    config: RunConfig
+    urls: list[str]
+    wall_s: float
+    not_sent: int
+    aborted: str | None
+    engine_deltas: list[dict[str, float]]
+    kv_event_stats: list[dict] = field(default_factory=list)
+    max_clock_lag_ms: float = 0.0
+    send_lag_ms: list[float] = field(default_factory=list)
+
+    def frame(self) -> pd.DataFrame:
+        df = requests_frame(self.requests)
+        err = [None if (res := self.results.get(r.rid)) is None else res.error for r in self.requests]
+        df["error"] = err
+        df["cached_tokens_reported"] = [
+            None if (res := self.results.get(r.rid)) is None else res.cached_tokens for r in self.requests]
+        return df
+
+    def token_gaps(self) -> np.ndarray:
+        gaps = [np.diff(np.asarray(res.per_token_times_ms(), float))
+                for res in self.results.values() if res.ok and len(res.token_times_ms) > 1]
+        return np.concatenate(gaps) if gaps else np.zeros(0)
+
+    def summary(self) -> dict:
+        df = requests_frame(self.requests)
+        gaps = self.token_gaps()
+        s = summarize(df, gaps, np.ones(len(gaps), dtype=np.int64), self.config.num_gpus)
+        s["requests"]["not_sent"] = self.not_sent
+        s["requests"]["total"] += self.not_sent
+        s["aborted"] = self.aborted
+        hits = sum(d.get("prefix_cache_hits", 0.0) for d in self.engine_deltas)
+        queries = sum(d.get("prefix_cache_queries", 0.0) for d in self.engine_deltas)
+        s["engine_counters"] = {"prefix_cache_hits": hits, "prefix_cache_queries": queries,
+                                "preemptions": sum(d.get("preemptions", 0.0) for d in self.engine_deltas),
+                                "per_worker": self.engine_deltas}
+        per_request = not df.empty and all(
+            res.cached_tokens is not None for res in self.results.values() if res.ok)
+        if queries > 0 and not per_request:
+            # engines that do not report cached tokens per request: reuse from their own counters
+            s["prefix_reuse_ratio"] = hits / queries
+        s["prefix_reuse_source"] = "per-request usage" if per_request else (
+            "engine counters" if queries > 0 else "unavailable")
+        s["preemptions"] = int(s["engine_counters"]["preemptions"])
+        s["kv_events"] = self.kv_event_stats
+        s["live"] = {"wall_s": self.wall_s, "urls": self.urls, "max_clock_lag_ms": self.max_clock_lag_ms,
+                     "send_lag_ms_p99": float(np.percentile(self.send_lag_ms, 99)) if self.send_lag_ms else 0.0}
+        return s
+
+
+class LiveReplay:
+    """Drive ``trace`` through live endpoints with ``cfg``'s router, on the wall clock.
+
+    ``kv_listeners``: factories ``(worker, on_event) -> listener`` (objects with
+    async ``start``/``stop`` and ``stats``), one per worker, when the router
+    indexes KV events. ``servers``: launched processes to watch; a dead one
+    ends the run. ``health_every_s`` polls ``/health`` of attached endpoints
+    too: ``health_failures`` misses in a row end the run.
+    """
+
+    def __init__(self, trace: Trace, cfg: RunConfig, urls: list[str], model: str, *, vocab_size: int = 2048,
+                 token_low: int = 4, token_high: int | None = None, prompt_seed: int = 0,
+                 request_timeout_s: float = 600.0, kv_listeners: list[Callable] | None = None,
+                 servers: list | None = None, health_every_s: float = 2.0, health_failures: int = 3,
+                 progress: Callable[[int, int, int], None] | None = None):
+        if len(urls) != cfg.workers:
+            raise ValueError(f"the deployment has {cfg.workers} worker(s) but {len(urls)} endpoint(s) were given")
+        self.trace = trace
+        self.cfg = cfg
+        self.urls = urls
+        self.model = model
+        self.request_timeout_s = request_timeout_s
+        self.hasher = PromptHasher(cfg.engine.block_size, cfg.trace_block_size, vocab_size=vocab_size,
+                                   low=token_low, high=token_high, seed=prompt_seed)
+        self.kv_listener_factories = kv_listeners
+        self.servers = servers or []
+        self.health_every_s = health_every_s
+        self.health_failures = health_failures
+        self.progress = progress
+        self.results: dict[int, CompletionResult] = {}
+        self._inflight: dict[asyncio.Task, Request] = {}
+        self._aborted: str | None = None
+        self._abort_event: asyncio.Event | None = None
+        self._send_lag: list[float] = []
+        self._done = 0
+        self._worker_state: list[tuple[float, int]] = [(0.0, 0)] * cfg.workers
+
+    # -- wiring ---------------------------------------------------------------------
+    def _router(self) -> Router:
+        params = self.cfg.router.model_dump()
+        params.update(params.pop("policy_options"))
+        return Router(self.cfg.router_mode, self.cfg.workers, self.cfg.engine.block_size, seed=self.cfg.seed,
+                      max_num_batched_tokens=self.cfg.engine.max_num_batched_tokens,
+                      worker_metrics=lambda w: self._worker_state[w], **params)
+
+    def _launch(self, worker: LiveWorker, req: Request) -> None:
+        if self._aborted is not None:
+            req.status = f"failed: not sent, run aborted ({self._aborted.splitlines()[0]})"
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(worker, req))
+        self._inflight[task] = req
+
+    async def _serve(self, worker: LiveWorker, req: Request) -> None:
+        clock, frontend = self.clock, self.frontend
+        prompt = self.hasher.prompt(req.hash_ids, req.isl)
+        started = False
+
+        def on_token(t_ms: float, n: int) -> None:
+            nonlocal started
+            t = clock.from_monotonic_ms(t_ms)
+            req.generated += n
+            req.last_token = t
+            if not started:
+                started = True
+                req.first_token = t
+                frontend.on_first_token(req)
+
+        self._send_lag.append(max(0.0, clock.wall_ms() - req.arrival))
+        try:
+            res = await worker.client.complete(prompt, req.osl, request_id=f"dynosim-{req.rid}", on_token=on_token)
+        except asyncio.CancelledError:
+            req.status = f"failed: in flight when the run was aborted ({(self._aborted or 'cancelled').splitlines()[0]})"
+            raise
+        self.results[req.rid] = res
+        problem = res.error
+        if res.ok:
+            if res.completion_tokens != req.osl:
+                problem = f"expected {req.osl} output tokens, the engine returned {res.completion_tokens}"
+            elif res.prompt_tokens is not None and res.prompt_tokens != req.isl:
+                problem = f"sent {req.isl} prompt tokens, the engine counted {res.prompt_tokens}"
+        if res.cached_tokens is not None:
+            req.reused = req.first_reused = res.cached_tokens
+        req.generated = res.completion_tokens
+        self._done += 1
+        if problem is None:
+            req.status = "done"
+            req.last_token = clock.from_monotonic_ms(res.t_last_token_ms)
+            frontend.on_complete(req)
+        else:
+            req.status = f"failed: {problem}"
+            frontend.on_failed(req)
+        if self.progress is not None:
+            self.progress(self._done, self.trace.n_requests, sum(r.status.startswith("failed")
+                                                                  for r in frontend.requests))
+
+    def abort(self, reason: str) -> None:
+        """End the run now: no new requests, in-flight ones are cancelled and reported."""
+        if self._aborted is None:
+            self._aborted = reason
+            self.clock.cancel_all()
+            for task in list(self._inflight):
+                task.cancel()
+            if self._abort_event is not None:
+                self._abort_event.set()
+
+    async def _watchdog(self, session: aiohttp.ClientSession) -> None:
+        misses = [0] * len(self.urls)
+        while self._aborted is None:
+            for sp in self.servers:
+                if not sp.alive():
+                    self.abort(f"server died: {sp.death_message()}")
+                    return
+            for w, url in enumerate(self.urls):
+                try:
+                    async with session.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                        ok = r.status == 200
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    ok = False
+                misses[w] = 0 if ok else misses[w] + 1
+                if misses[w] >= self.health_failures:
+                    self.abort(f"{url}/health failed {misses[w]} times in a row")
+                    return
+            await asyncio.sleep(self.health_every_s)
+
+    async def _poll_worker_state(self, session: aiohttp.ClientSession) -> None:
+        """Engine KV usage and queue length for policies that read them (Thompson, device-aware)."""
+        while self._aborted is None:
+            for w, url in enumerate(self.urls):
+                try:
+                    m = await scrape(url, session=session, timeout_s=5)
+                    self._worker_state[w] = (m.get("kv_cache_usage", 0.0), int(m.get("waiting", 0)))
+                except MetricsError:
+                    pass
+            await asyncio.sleep(1.0)
+
+    async def _scrape_all(self, session: aiohttp.ClientSession) -> list[dict[str, float]]:
+        out = []
+        for url in self.urls:
+            try:
+                out.append(await scrape(url, session=session, timeout_s=10))
+            except MetricsError:
+                out.append({})
+        return out
+
+    # -- the run ---------------------------------------------------------------------
+    async def run(self) -> LiveRun:
+        self.clock = WallClock(1.0)
+        self.router = self._router()
+        self._abort_event = asyncio.Event()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            workers = [LiveWorker(w, LiveClient(url, self.model, timeout_s=self.request_timeout_s, session=session),
+                                  self) for w, url in enumerate(self.urls)]
+            self.frontend = Frontend(self.clock, self.trace, self.hasher, self.router, workers,
+                                     self.cfg.engine.num_gpu_blocks)
+            listeners = []
+            if self.router.wants_kv_events:
+                if not self.kv_listener_factories or len(self.kv_listener_factories) != len(self.urls):
+                    raise ValueError("the router indexes KV events: give one KV event endpoint per worker "
+                                     "(--kv-events), or use --no-router-kv-events")
+                listeners = [make(w, self.router.on_kv_event) for w, make in enumerate(self.kv_listener_factories)]
+                for lst in listeners:
+                    await lst.start()
+            before = await self._scrape_all(session)
+            aux = [asyncio.create_task(self._watchdog(session)),
+                   asyncio.create_task(self._poll_worker_state(session))]
+            t0 = time.perf_counter()
+            try:
+                self.clock.start()
+                self.frontend.start()
+                abort_wait = asyncio.create_task(self._abort_event.wait())
+                while True:
+                    await self.clock.run()
+                    if self._aborted is not None or not self._inflight:
+                        break
+                    done, _ = await asyncio.wait([*self._inflight, abort_wait],
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        self._inflight.pop(task, None)
+                if self._inflight:
+                    await asyncio.gather(*self._inflight, return_exceptions=True)
+                    self._inflight.clear()
+                abort_wait.cancel()
+            finally:
+                wall = time.perf_counter() - t0
+                for task in aux:
+                    task.cancel()
+                await asyncio.gather(*aux, return_exceptions=True)
+            await asyncio.sleep(0.5 if listeners else 0)  # let the last KV events arrive
+            after = await self._scrape_all(session)
+            kv_stats = []
+            for lst in listeners:
+                await lst.stop()
+                st = lst.stats
+                kv_stats.append(st.__dict__.copy() if hasattr(st, "__dict__") else dict(st))
+        not_sent = self.trace.n_requests - len(self.frontend.requests)
+        return LiveRun(self.frontend.requests, self.results, self.cfg, list(self.urls), wall, not_sent,
+                       self._aborted, [delta(b, a) for b, a in zip(before, after)], kv_stats,
+                       self.clock.max_lag_ms, self._send_lag)
+
+
+def measured_is_complete(summary: dict) -> bool:
+    r = summary["requests"]
+    return r["failed"] == 0 and r["unfinished"] == 0 and r.get("not_sent", 0) == 0 and not summary.get("aborted")
+
+
+def finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,198 @@
+"""``dynosim validate``: launch or attach live engines, replay, simulate the same, compare.
+
+``validate(trace, cfg, opts)`` is the whole job as a library call; the CLI
+only parses flags into ``ValidateOptions``. Outputs in ``opts.out``:
+``comparison.csv``/``.json`` (measured, predicted, error per metric),
+``comparison.png``, ``measured/`` and ``predicted/`` (summary.json,
+requests.parquet/csv), ``logs/`` (one per launched server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from dynosim.config import RunConfig
+from dynosim.engines.live.launcher import LaunchSpec, cpu_core_plan, plan_ports
+from dynosim.sim.simulation import simulate, summarize_state
+from dynosim.traces.mooncake import Trace
+from dynosim.validate.compare import DEFAULT_GATE, compare, plot, verdict
+from dynosim.validate.replay import LiveReplay, LiveRun, measured_is_complete
+from dynosim.validate.servers import ServerError, ServerProcess, default_engine_python, start_server, stop_all, \
+    wait_ready
+
+
+@dataclass
+class ValidateOptions:
+    out: Path
+    model: str = ""                        # model path/name to launch (also the served name when not given)
+    served_model_name: str | None = None
+    launch: str | None = None              # "vllm" / "sglang": start servers; None: attach to endpoints
+    endpoints: list[str] = field(default_factory=list)
+    kv_event_endpoints: list[str] = field(default_factory=list)  # attach mode: where each engine publishes
+    device: str = "cpu"
+    engine_python: str | None = None
+    base_port: int = 18000
+    events_base_port: int = 18500
+    cpu_cores: int | None = None           # cores to split between CPU instances (default: all)
+    gpus_per_worker: int = 1
+    max_model_len: int = 2048
+    match_kv_capacity: bool = True         # launch with --num-gpu-blocks-override = the simulated capacity
+    startup_timeout_s: float = 600.0
+    request_timeout_s: float = 600.0
+    vocab_size: int = 2048
+    token_low: int = 4
+    token_high: int | None = None
+    prompt_seed: int = 0
+    tolerance: float = 0.10
+    reuse_tolerance: float = 0.02
+    tolerances: dict[str, float] = field(default_factory=dict)
+    gate: tuple[str, ...] = DEFAULT_GATE
+    extra_engine_args: tuple[str, ...] = ()
+
+
+@dataclass
+class ValidationResult:
+    table: pd.DataFrame
+    measured: dict
+    predicted: dict
+    passed: bool
+    complete: bool
+    out: Path
+    live: LiveRun
+
+    @property
+    def exit_code(self) -> int:
+        """0 pass; 1 a gated metric is out of tolerance; 3 the live run lost requests or was aborted."""
+        if not self.complete:
+            return 3
+        return 0 if self.passed else 1
+
+
+def launch_specs(cfg: RunConfig, opts: ValidateOptions, kv_events: bool) -> list[LaunchSpec]:
+    ports = plan_ports(cfg.workers, opts.base_port, opts.events_base_port)
+    cores: list[tuple[int, ...]] = [()] * cfg.workers
+    if opts.device == "cpu":
+        cores = cpu_core_plan(cfg.workers, opts.cpu_cores or os.cpu_count() or 1)
+    specs = []
+    for w in range(cfg.workers):
+        gpu_ids = tuple(range(w * opts.gpus_per_worker, (w + 1) * opts.gpus_per_worker)) \
+            if opts.device == "cuda" else ()
+        specs.append(LaunchSpec(
+            opts.model, ports[w]["port"], served_model_name=opts.served_model_name or opts.model,
+            device=opts.device, block_size=cfg.engine.block_size, max_model_len=opts.max_model_len,
+            enable_prefix_caching=cfg.engine.enable_prefix_caching,
+            num_gpu_blocks_override=cfg.engine.num_gpu_blocks if opts.match_kv_capacity else None,
+            max_num_seqs=cfg.engine.max_num_seqs, max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
+            kv_events_endpoint=ports[w]["events"] if kv_events else None, cpu_cores=cores[w], gpu_ids=gpu_ids,
+            tensor_parallel_size=opts.gpus_per_worker if opts.device == "cuda" else 1,
+            workdir=str((opts.out / "work").resolve()), extra_args=tuple(opts.extra_engine_args)))
+    return specs
+
+
+def _kv_factories(endpoints: list[str], block_size: int) -> list[Callable]:
+    from dynosim.engines.live.kv_events import KvEventListener
+
+    return [lambda w, on_event, ep=ep: KvEventListener(ep, w, block_size, on_event) for ep in endpoints]
+
+
+async def _live(trace: Trace, cfg: RunConfig, opts: ValidateOptions, say: Callable[[str], None]) -> LiveRun:
+    wants_events = _router_wants_events(cfg)
+    servers: list[ServerProcess] = []
+    try:
+        if opts.launch:
+            specs = launch_specs(cfg, opts, wants_events)
+            python = opts.engine_python or default_engine_python(opts.launch)
+            for w, spec in enumerate(specs):
+                servers.append(start_server(f"worker{w}", spec, opts.out / "logs", engine=opts.launch, python=python))
+            say(f"started {len(servers)} {opts.launch} server(s); waiting for them to become healthy "
+                f"(timeout {opts.startup_timeout_s:.0f} s) …")
+            await wait_ready(servers, specs[0].served_model_name, opts.startup_timeout_s)
+            say("servers ready: " + ", ".join(f"{sp.url} in {sp.ready_s:.0f} s" for sp in servers))
+            urls = [sp.url for sp in servers]
+            events = [s.kv_events_endpoint for s in specs] if wants_events else []
+        else:
+            urls = [u.rstrip("/") for u in opts.endpoints]
+            events = list(opts.kv_event_endpoints)
+            if wants_events and len(events) != len(urls):
+                raise ValueError(f"router mode {cfg.router_mode!r} indexes KV events: give --kv-events once per "
+                                 f"--endpoint ({len(urls)}), where each engine publishes, or --no-router-kv-events")
+        model = opts.served_model_name or opts.model
+        replay = LiveReplay(trace, cfg, urls, model, vocab_size=opts.vocab_size, token_low=opts.token_low,
+                            token_high=opts.token_high, prompt_seed=opts.prompt_seed,
+                            request_timeout_s=opts.request_timeout_s,
+                            kv_listeners=_kv_factories(events, cfg.engine.block_size) if wants_events else None,
+                            servers=servers, progress=_progress(say, trace.n_requests))
+        say(f"replaying {trace.n_requests} requests on {len(urls)} live worker(s), router {cfg.router_mode} …")
+        return await replay.run()
+    finally:
+        stop_all(servers)
+
+
+def _router_wants_events(cfg: RunConfig) -> bool:
+    from dynosim.router.policies import make_policy
+
+    return bool(make_policy(cfg.router_mode, seed=0).uses_overlap) and cfg.router.kv_events
+
+
+def _progress(say: Callable[[str], None], total: int) -> Callable[[int, int, int], None]:
+    step = max(1, total // 10)
+
+    def report(done: int, _total: int, failed: int) -> None:
+        if done % step == 0 or done == total:
+            say(f"  {done}/{total} requests finished ({failed} failed)")
+    return report
+
+
+def validate(trace: Trace, cfg: RunConfig, opts: ValidateOptions,
+             say: Callable[[str], None] = lambda s: None) -> ValidationResult:
+    """Replay ``trace`` live, simulate it with ``cfg``, compare; writes everything into ``opts.out``."""
+    if not opts.launch and not opts.endpoints:
+        raise ValueError("give --launch vllm (start servers) or --endpoint URL (attach), once per worker")
+    if opts.launch and not opts.model:
+        raise ValueError("--launch needs --model (a local model directory or name the engine can load)")
+    opts.out.mkdir(parents=True, exist_ok=True)
+    live = asyncio.run(_live(trace, cfg, opts, say))
+    measured = live.summary()
+    mdf = live.frame()
+    say(f"live run: {measured['requests']['completed']} completed, {measured['requests']['failed']} failed, "
+        f"{measured['requests']['not_sent']} not sent, {live.wall_s:.1f} s"
+        + (f"; ABORTED: {live.aborted.splitlines()[0]}" if live.aborted else ""))
+    say("simulating the same trace and deployment …")
+    state = simulate(trace, cfg)
+    pdf, predicted = summarize_state(state)
+    table = compare(measured, predicted, tolerance=opts.tolerance, reuse_tolerance=opts.reuse_tolerance,
+                    tolerances=opts.tolerances, gate=opts.gate)
+    result = ValidationResult(table, measured, predicted, verdict(table), measured_is_complete(measured),
+                              opts.out, live)
+    _write(result, mdf, pdf, cfg)
+    return result
+
+
+def _write(res: ValidationResult, mdf: pd.DataFrame, pdf: pd.DataFrame, cfg: RunConfig) -> None:
+    out = res.out
+    for name, df, summary in (("measured", mdf, res.measured), ("predicted", pdf, res.predicted)):
+        d = out / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+        df.to_parquet(d / "requests.parquet", index=False)
+        df.to_csv(d / "requests.csv", index=False)
+    res.table.to_csv(out / "comparison.csv", index=False)
+    (out / "comparison.json").write_text(json.dumps({
+        "passed": res.passed, "complete": res.complete, "exit_code": res.exit_code,
+        "aborted": res.measured.get("aborted"), "config": json.loads(cfg.model_dump_json()),
+        "metrics": json.loads(res.table.to_json(orient="records")),
+    }, indent=2) + "\n")
+    try:
+        plot(res.table, mdf, pdf, out / "comparison.png", title=f"{cfg.workers} worker(s), {cfg.router_mode}")
+    except Exception as exc:  # a plot must never cost the numbers
+        (out / "comparison.png.error.txt").write_text(f"{type(exc).__name__}: {exc}\n")
+
+
+__all__ = ["ValidateOptions", "ValidationResult", "validate", "launch_specs", "ServerError"]
