@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -75,7 +77,8 @@ class ValidationResult:
         return 0 if self.passed else 1
 
 
-def launch_specs(cfg: RunConfig, opts: ValidateOptions, kv_events: bool) -> list[LaunchSpec]:
+def launch_specs(cfg: RunConfig, opts: ValidateOptions, kv_events: bool, workdir: str) -> list[LaunchSpec]:
+    """One server per worker; ``workdir`` must be short (vLLM puts IPC sockets there, 107-byte limit)."""
     ports = plan_ports(cfg.workers, opts.base_port, opts.events_base_port)
     cores: list[tuple[int, ...]] = [()] * cfg.workers
     if opts.device == "cpu":
@@ -92,7 +95,7 @@ def launch_specs(cfg: RunConfig, opts: ValidateOptions, kv_events: bool) -> list
             max_num_seqs=cfg.engine.max_num_seqs, max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
             kv_events_endpoint=ports[w]["events"] if kv_events else None, cpu_cores=cores[w], gpu_ids=gpu_ids,
             tensor_parallel_size=opts.gpus_per_worker if opts.device == "cuda" else 1,
-            workdir=str((opts.out / "work").resolve()), extra_args=tuple(opts.extra_engine_args)))
+            workdir=workdir, extra_args=tuple(opts.extra_engine_args)))
     return specs
 
 
@@ -105,9 +108,10 @@ def _kv_factories(endpoints: list[str], block_size: int) -> list[Callable]:
 async def _live(trace: Trace, cfg: RunConfig, opts: ValidateOptions, say: Callable[[str], None]) -> LiveRun:
     wants_events = _router_wants_events(cfg)
     servers: list[ServerProcess] = []
+    workdir = tempfile.mkdtemp(prefix="dynosim-")
     try:
         if opts.launch:
-            specs = launch_specs(cfg, opts, wants_events)
+            specs = launch_specs(cfg, opts, wants_events, workdir)
             python = opts.engine_python or default_engine_python(opts.launch)
             for w, spec in enumerate(specs):
                 servers.append(start_server(f"worker{w}", spec, opts.out / "logs", engine=opts.launch, python=python))
@@ -133,6 +137,7 @@ async def _live(trace: Trace, cfg: RunConfig, opts: ValidateOptions, say: Callab
         return await replay.run()
     finally:
         stop_all(servers)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _router_wants_events(cfg: RunConfig) -> bool:
