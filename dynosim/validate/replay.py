@@ -310,6 +310,11 @@ class LiveReplay:
                 for task in aux:
                     task.cancel()
                 await asyncio.gather(*aux, return_exceptions=True)
+            if self._aborted is not None:
+                # launched but cancelled before its task ever ran (so never sent), or held in the router's queue
+                for req in self.frontend.requests:
+                    if req.status != "done" and not req.status.startswith("failed"):
+                        req.status = f"failed: not sent, run aborted ({self._aborted.splitlines()[0]})"
             await asyncio.sleep(0.5 if listeners else 0)  # let the last KV events arrive
             after = await self._scrape_all(session)
             kv_stats = []

@@ -128,6 +128,13 @@ async def _live(trace: Trace, cfg: RunConfig, opts: ValidateOptions, say: Callab
                 raise ValueError(f"router mode {cfg.router_mode!r} indexes KV events: give --kv-events once per "
                                  f"--endpoint ({len(urls)}), where each engine publishes, or --no-router-kv-events")
         model = opts.served_model_name or opts.model
+        if not model:  # attach mode without a name: what the first server serves, if it serves one model
+            from dynosim.engines.live.client import wait_healthy
+
+            ids = await wait_healthy(urls[0], 30.0)
+            if len(ids) != 1:
+                raise ValueError(f"{urls[0]} serves {ids}: say which with --served-model-name")
+            model = ids[0]
         replay = LiveReplay(trace, cfg, urls, model, vocab_size=opts.vocab_size, token_low=opts.token_low,
                             token_high=opts.token_high, prompt_seed=opts.prompt_seed,
                             request_timeout_s=opts.request_timeout_s,
