@@ -112,3 +112,41 @@ def test_validate_launches_vllm_and_matches_the_trace(vllm_python, tiny_model, s
     assert {"ttft_p50", "itl_mean", "output_tps", "prefix_reuse"} <= set(table["metric"])
     assert (out / "comparison.png").stat().st_size > 10_000
     assert len(list((out / "logs").glob("worker*.log"))) == 2
+
+
+@pytest.fixture(scope="session")
+def vllm_nixl_python() -> str:
+    try:
+        return ensure_vllm_venv(VENV, nixl=True)
+    except LocalVllmError as exc:
+        pytest.skip(f"could not install the CPU build of vLLM with NIXL: {exc}")
+
+
+def test_validate_nixl_disaggregated_prefill_decode(vllm_nixl_python, tiny_model, small_trace, tmp_path):
+    """1 prefill + 1 decode CPU instance with NixlConnector: every request is prefilled on one server,
+    its KV pulled by the other over NIXL, and decoded there with exact token counts."""
+    rows = [json.loads(x) for x in small_trace.read_text().splitlines()][:12]
+    trace = tmp_path / "pd.jsonl"
+    trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "pd"
+    res = CliRunner().invoke(app, [
+        "validate", "--trace", str(trace), "--trace-block-size", str(TBS), "--launch", "vllm",
+        "--engine-python", vllm_nixl_python, "--model", str(tiny_model), "--served-model-name", "tiny-llama",
+        "--prefill-workers", "1", "--decode-workers", "1", "--router-mode", "kv", "--timing", "polynomial",
+        "--block-size", str(BS), "--num-gpu-blocks", "2048", "--max-num-seqs", "64", "--startup-timeout", "600",
+        "--request-timeout", "300", "--base-port", "18100", "--events-base-port", "18550", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    measured = json.loads((out / "measured" / "summary.json").read_text())
+    assert measured["requests"]["completed"] == len(rows) and measured["requests"]["failed"] == 0
+    assert measured["disaggregated"]["handoffs"] == len(rows)
+    df = pd.read_parquet(out / "measured" / "requests.parquet").sort_values("line")
+    assert df["output_tokens"].tolist() == [r["output_length"] for r in rows]
+    prefill, decode = measured["engine_counters"]["per_worker"]
+    # the prefill server computed every prompt and generated one token each; the decode server the rest
+    assert prefill["prompt_tokens"] == sum(r["input_length"] for r in rows)
+    assert prefill["generation_tokens"] == len(rows)
+    assert decode["generation_tokens"] == sum(r["output_length"] for r in rows)
+    # KV really moved over NIXL, in whole blocks (32 tokens x 2 layers x K,V x 4 heads x 32 dims x 4 bytes)
+    assert decode.get("kv_transfers", 0) > 0 and decode.get("kv_transfer_failures", 0) == 0
+    assert decode["kv_transfer_bytes"] > 0 and decode["kv_transfer_bytes"] % (32 * 2 * 2 * 4 * 32 * 4) == 0
+    assert {p.name for p in (out / "logs").glob("*.log")} == {"prefill0.log", "decode0.log"}

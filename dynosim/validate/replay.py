@@ -83,6 +83,9 @@ class LiveRun:
     kv_event_stats: list[dict] = field(default_factory=list)
     max_clock_lag_ms: float = 0.0
     send_lag_ms: list[float] = field(default_factory=list)
+    decode_urls: list[str] = field(default_factory=list)   # disaggregated: the decode pool (urls = prefill)
+    decode_worker: dict[int, int] = field(default_factory=dict)
+    prefill_results: dict[int, CompletionResult] = field(default_factory=dict)
 
     def frame(self) -> pd.DataFrame:
         df = requests_frame(self.requests)
@@ -90,6 +93,10 @@ class LiveRun:
         df["error"] = err
         df["cached_tokens_reported"] = [
             None if (res := self.results.get(r.rid)) is None else res.cached_tokens for r in self.requests]
+        if self.decode_urls:
+            df["decode_worker"] = [self.decode_worker.get(r.rid, -1) for r in self.requests]
+            df["prefill_ms"] = [(p.t_end_ms - p.t_send_ms) if (p := self.prefill_results.get(r.rid)) is not None
+                                and p.ok else np.nan for r in self.requests]
         return df
 
     def token_gaps(self) -> np.ndarray:
@@ -118,7 +125,12 @@ class LiveRun:
             "engine counters" if queries > 0 else "unavailable")
         s["preemptions"] = int(s["engine_counters"]["preemptions"])
         s["kv_events"] = self.kv_event_stats
-        s["live"] = {"wall_s": self.wall_s, "urls": self.urls, "max_clock_lag_ms": self.max_clock_lag_ms,
+        if self.decode_urls:
+            pre = [p.t_end_ms - p.t_send_ms for p in self.prefill_results.values() if p.ok]
+            s["disaggregated"] = {"prefill_workers": len(self.urls), "decode_workers": len(self.decode_urls),
+                                  "prefill_handoff_ms_p50": float(np.median(pre)) if pre else float("nan"),
+                                  "handoffs": len(pre)}
+        s["live"] = {"wall_s": self.wall_s, "urls": self.urls + self.decode_urls, "max_clock_lag_ms": self.max_clock_lag_ms,
                      "send_lag_ms_p99": float(np.percentile(self.send_lag_ms, 99)) if self.send_lag_ms else 0.0}
         return s
 
@@ -137,12 +149,18 @@ class LiveReplay:
                  token_low: int = 4, token_high: int | None = None, prompt_seed: int = 0,
                  request_timeout_s: float = 600.0, kv_listeners: list[Callable] | None = None,
                  servers: list | None = None, health_every_s: float = 2.0, health_failures: int = 3,
-                 progress: Callable[[int, int, int], None] | None = None):
+                 progress: Callable[[int, int, int], None] | None = None,
+                 decode_urls: list[str] | None = None):
         if len(urls) != cfg.workers:
             raise ValueError(f"the deployment has {cfg.workers} worker(s) but {len(urls)} endpoint(s) were given")
         self.trace = trace
         self.cfg = cfg
         self.urls = urls
+        self.decode_urls = list(decode_urls or [])
+        self.all_urls = list(urls) + self.decode_urls
+        self._decode_inflight = [0] * len(self.decode_urls)
+        self._decode_worker: dict[int, int] = {}
+        self._prefill_results: dict[int, CompletionResult] = {}
         self.model = model
         self.request_timeout_s = request_timeout_s
         self.hasher = PromptHasher(cfg.engine.block_size, cfg.trace_block_size, vocab_size=vocab_size,
@@ -192,7 +210,11 @@ class LiveReplay:
 
         self._send_lag.append(max(0.0, clock.wall_ms() - req.arrival))
         try:
-            res = await worker.client.complete(prompt, req.osl, request_id=f"dynosim-{req.rid}", on_token=on_token)
+            if self.decode_urls:
+                res = await self._serve_disaggregated(worker, req, prompt, on_token)
+            else:
+                res = await worker.client.complete(prompt, req.osl, request_id=f"dynosim-{req.rid}",
+                                                   on_token=on_token)
         except asyncio.CancelledError:
             req.status = f"failed: in flight when the run was aborted ({(self._aborted or 'cancelled').splitlines()[0]})"
             raise
@@ -218,6 +240,29 @@ class LiveReplay:
             self.progress(self._done, self.trace.n_requests, sum(r.status.startswith("failed")
                                                                   for r in frontend.requests))
 
+    async def _serve_disaggregated(self, worker: LiveWorker, req: Request, prompt: list[int],
+                                   on_token: Callable[[float, int], None]) -> CompletionResult:
+        """Prefill on the routed worker, hand the KV off (NIXL), decode on the least busy decode worker.
+
+        The decode pool is chosen by fewest requests in flight (ties: lowest id);
+        Dynamo's decode router likewise ignores prefix overlap there.
+        """
+        pre = await worker.client.prefill_handoff(prompt, request_id=f"dynosim-{req.rid}-prefill")
+        self._prefill_results[req.rid] = pre
+        if not pre.ok:
+            return pre
+        d = min(range(len(self.decode_urls)), key=lambda i: (self._decode_inflight[i], i))
+        self._decode_worker[req.rid] = d
+        self._decode_inflight[d] += 1
+        try:
+            res = await self._decode_clients[d].complete(
+                prompt, req.osl, request_id=f"dynosim-{req.rid}", on_token=on_token,
+                extra_body={"kv_transfer_params": pre.kv_transfer_params})
+        finally:
+            self._decode_inflight[d] -= 1
+        res.cached_tokens = pre.cached_tokens  # prefix hits happen where the prompt is computed
+        return res
+
     def abort(self, reason: str) -> None:
         """End the run now: no new requests, in-flight ones are cancelled and reported."""
         if self._aborted is None:
@@ -229,13 +274,13 @@ class LiveReplay:
                 self._abort_event.set()
 
     async def _watchdog(self, session: aiohttp.ClientSession) -> None:
-        misses = [0] * len(self.urls)
+        misses = [0] * len(self.all_urls)
         while self._aborted is None:
             for sp in self.servers:
                 if not sp.alive():
                     self.abort(f"server died: {sp.death_message()}")
                     return
-            for w, url in enumerate(self.urls):
+            for w, url in enumerate(self.all_urls):
                 try:
                     async with session.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=5)) as r:
                         ok = r.status == 200
@@ -260,7 +305,7 @@ class LiveReplay:
 
     async def _scrape_all(self, session: aiohttp.ClientSession) -> list[dict[str, float]]:
         out = []
-        for url in self.urls:
+        for url in self.all_urls:
             try:
                 out.append(await scrape(url, session=session, timeout_s=10))
             except MetricsError:
@@ -275,6 +320,8 @@ class LiveReplay:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             workers = [LiveWorker(w, LiveClient(url, self.model, timeout_s=self.request_timeout_s, session=session),
                                   self) for w, url in enumerate(self.urls)]
+            self._decode_clients = [LiveClient(url, self.model, timeout_s=self.request_timeout_s, session=session)
+                                    for url in self.decode_urls]
             self.frontend = Frontend(self.clock, self.trace, self.hasher, self.router, workers,
                                      self.cfg.engine.num_gpu_blocks)
             listeners = []
@@ -325,7 +372,8 @@ class LiveReplay:
         not_sent = self.trace.n_requests - len(self.frontend.requests)
         return LiveRun(self.frontend.requests, self.results, self.cfg, list(self.urls), wall, not_sent,
                        self._aborted, [delta(b, a) for b, a in zip(before, after)], kv_stats,
-                       self.clock.max_lag_ms, self._send_lag)
+                       self.clock.max_lag_ms, self._send_lag, self.decode_urls, self._decode_worker,
+                       self._prefill_results)
 
 
 def measured_is_complete(summary: dict) -> bool:

@@ -210,6 +210,58 @@ class LiveClient:
         res.t_end_ms = _now_ms()
         return res
 
+    async def prefill_handoff(self, prompt_token_ids: list[int], *, request_id: str | None = None
+                              ) -> CompletionResult:
+        """Disaggregated serving, step 1: prefill only, and get the KV hand-off for a decode server.
+
+        One non-streamed request with ``max_tokens=1`` and vLLM's NixlConnector
+        ``kv_transfer_params`` asking for remote decode; the answer's
+        ``kv_transfer_params`` (remote engine, block ids, host, port) go to the
+        decode server with the same prompt. Never raises except on cancellation;
+        a missing hand-off is an error result.
+        """
+        rid = request_id or uuid.uuid4().hex
+        url = self.completions_url
+        res = CompletionResult(rid, "ok", None, None, 0, None, _now_ms(), None, None)
+        body = {"model": self.model, "prompt": list(prompt_token_ids), "max_tokens": 1, "temperature": 0,
+                "ignore_eos": True, "stream": False,
+                "kv_transfer_params": {"do_remote_decode": True, "do_remote_prefill": False,
+                                       "remote_engine_id": None, "remote_block_ids": None,
+                                       "remote_host": None, "remote_port": None}}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with self._get_session().post(url, json=body, timeout=timeout,
+                                                    headers={"X-Request-Id": rid, **self.headers}) as resp:
+                    res.http_status = resp.status
+                    text = await resp.text(errors="replace")
+            if resp.status != 200:
+                return self._fail(res, "error", f"POST {url} (prefill) answered HTTP {resp.status}: {_brief(text)}")
+            data = json.loads(text)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            return self._fail(res, "timeout", f"POST {url} (prefill): no answer within {self.timeout_s} s")
+        except (aiohttp.ClientError, OSError) as exc:
+            return self._fail(res, "error", f"POST {url} (prefill): {type(exc).__name__}: {exc}")
+        except json.JSONDecodeError as exc:
+            return self._fail(res, "error", f"POST {url} (prefill): malformed JSON ({exc})")
+        res.t_end_ms = res.t_first_token_ms = res.t_last_token_ms = _now_ms()
+        usage = data.get("usage") if isinstance(data, dict) else None
+        if isinstance(usage, dict):
+            res.usage_reported = True
+            res.prompt_tokens = usage.get("prompt_tokens")
+            res.completion_tokens = int(usage.get("completion_tokens") or 0)
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict) and details.get("cached_tokens") is not None:
+                res.cached_tokens = int(details["cached_tokens"])
+        params = data.get("kv_transfer_params") if isinstance(data, dict) else None
+        if not isinstance(params, dict):
+            return self._fail(res, "error", f"POST {url} (prefill): no kv_transfer_params in the answer "
+                              "(is the server running with a NixlConnector kv-transfer-config?)")
+        res.kv_transfer_params = params
+        return res
+
     @staticmethod
     def _fail(res: CompletionResult, status: Status, message: str) -> CompletionResult:
         res.status = status
