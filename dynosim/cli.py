@@ -279,6 +279,10 @@ def validate(
     engine_python: Optional[str] = typer.Option(None, help="Python with the engine installed "
                                                 "(default: .venv-vllm/bin/python when present)"),
     workers: int = typer.Option(1, "--workers", "-w", help="aggregated engine workers"),
+    prefill_workers: int = typer.Option(0, help="disaggregated: prefill workers (the router's pool)"),
+    decode_workers: int = typer.Option(0, help="disaggregated: decode workers fed over NIXL (measured only)"),
+    decode_endpoint: list[str] = typer.Option([], "--decode-endpoint", help="attach, disaggregated: a decode "
+                                              "server (once each); --endpoint then lists the prefill servers"),
     router_mode: RouterMode = typer.Option("kv", "--router-mode", help="routing policy"),
     router_kv_events: bool = typer.Option(True, "--router-kv-events/--no-router-kv-events",
                                           help="KV router: index the engines' KV events (else approximate)"),
@@ -322,6 +326,14 @@ def validate(
         _fail("give --launch vllm (start servers) or --endpoint URL (attach), once per worker")
     if launch is not None and endpoint:
         _fail("--launch and --endpoint exclude each other")
+    if decode_endpoint:
+        decode_workers = len(decode_endpoint)
+    if decode_workers:
+        if launch is not None and prefill_workers < 1:
+            _fail("a disaggregated launch needs --prefill-workers >= 1 and --decode-workers >= 1")
+        workers = prefill_workers if launch is not None else len(endpoint)
+    elif prefill_workers:
+        _fail("--prefill-workers needs --decode-workers (or --decode-endpoint)")
     if endpoint and workers != len(endpoint) and config is None:
         workers = len(endpoint)
     try:
@@ -355,7 +367,8 @@ def validate(
                            max_model_len=max_model_len, match_kv_capacity=match_kv_capacity,
                            startup_timeout_s=startup_timeout, request_timeout_s=request_timeout,
                            vocab_size=vocab_size, tolerance=tolerance, reuse_tolerance=reuse_tolerance,
-                           extra_engine_args=tuple(engine_arg))
+                           extra_engine_args=tuple(engine_arg), decode_workers=decode_workers,
+                           decode_endpoints=list(decode_endpoint))
     try:
         res = validate_api(tr, cfg, opts, say=lambda m: err_console.print(m))
     except ServerError as exc:
@@ -383,10 +396,143 @@ def comparison_table(table) -> Table:
     for col in ("metric", "measured", "predicted", "error", "tolerance", ""):
         t.add_column(col, justify="left" if col == "metric" else "right")
     for _, row in table.iterrows():
-        mark = ("ok" if row["ok"] else "[red]OUT[/red]") if row["gated"] else "(info)"
+        mark = "n/a" if row["predicted"] != row["predicted"] else (
+            ("ok" if row["ok"] else "[red]OUT[/red]") if row["gated"] else "(info)")
         tol = f"{row['tolerance']:.3f}" if row["error_kind"] == "abs" else f"{100 * row['tolerance']:.0f}%"
         t.add_row(row["label"], _fmt(row["measured"], 3), _fmt(row["predicted"], 3), format_error(row), tol, mark)
     return t
+
+
+def _int_list(text: str | None, name: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        _fail(f"{name}: expected comma-separated integers, got {text!r}")
+
+
+@app.command()
+def calibrate(
+    out: Path = typer.Option(..., "--out", "-o", help="profile to write (YAML), e.g. profiles/cpu_tiny.yaml"),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="a running server to measure"),
+    launch: Optional[LaunchEngine] = typer.Option(None, help="start one server to measure (vllm)"),
+    model: str = typer.Option("", help="model directory or name to launch"),
+    served_model_name: Optional[str] = typer.Option(None, help="model name the server serves (default: --model)"),
+    device: Device = typer.Option("cpu", help="cpu (the CPU build of vLLM) or cuda"),
+    engine_python: Optional[str] = typer.Option(None, help="Python with the engine installed"),
+    block_size: Optional[int] = typer.Option(None, help="KV block size (launch: passed to the engine; "
+                                             "attach: only if the server does not report it)"),
+    num_gpu_blocks: Optional[int] = typer.Option(None, help="KV capacity in blocks (as --block-size)"),
+    max_num_seqs: int = typer.Option(256, help="launch: the engine's cap on running requests"),
+    max_num_batched_tokens: int = typer.Option(2048, help="launch: the engine's token budget per pass"),
+    max_model_len: int = typer.Option(2048, help="launch: the engine's context limit"),
+    base_port: int = typer.Option(18000, help="launch: HTTP port"),
+    quick: bool = typer.Option(False, "--quick", help="a small plan (tests, CI, a first look)"),
+    prefill_lengths: Optional[str] = typer.Option(None, help="comma list of prompt lengths to time"),
+    decode_batches: Optional[str] = typer.Option(None, help="comma list of concurrent streams to time"),
+    decode_contexts: Optional[str] = typer.Option(None, help="comma list of decode context lengths"),
+    repeats: Optional[int] = typer.Option(None, help="requests per prefill point (median)"),
+    vocab_size: int = typer.Option(2048, help="prompt token ids are drawn in [4, vocab size)"),
+    hardware: Optional[str] = typer.Option(None, help="free text recorded in the profile"),
+    startup_timeout: float = typer.Option(600.0, help="launch: seconds to wait for the server"),
+    engine_arg: list[str] = typer.Option([], "--engine-arg", help="launch: extra server argument"),
+) -> None:
+    """Measure a live engine's prefill and decode pass times and write a timing profile.
+
+    The profile works with `run`/`validate`: `--timing interpolated --timing-profile FILE`
+    (tables) or `--timing polynomial --timing-profile FILE` (fitted quadratics); its
+    engine section (block size, KV blocks) sizes the simulated cache like the real one.
+    """
+    import asyncio
+    import shutil
+    import tempfile
+
+    from dynosim.validate.calibrate import CalibrationError, CalibrationPlan, calibrate as calibrate_api, \
+        write_profile
+    from dynosim.validate.servers import ServerError, default_engine_python, start_server, stop_all, wait_ready
+    from dynosim.validate.workflow import ValidateOptions, launch_specs
+
+    if (endpoint is None) == (launch is None):
+        _fail("give exactly one of --endpoint URL (measure a running server) or --launch vllm")
+    if launch is not None and not model:
+        _fail("--launch needs --model")
+    overrides = {k: v for k, v in (("prefill_lengths", _int_list(prefill_lengths, "--prefill-lengths")),
+                                   ("decode_batches", _int_list(decode_batches, "--decode-batches")),
+                                   ("decode_contexts", _int_list(decode_contexts, "--decode-contexts")),
+                                   ("prefill_repeats", repeats)) if v is not None}
+    try:
+        plan = CalibrationPlan.quick(**overrides) if quick else CalibrationPlan(**overrides)
+    except ValidationError as exc:
+        _fail(_validation_message(exc))
+    name = served_model_name or model
+
+    async def go():
+        servers = []
+        workdir = tempfile.mkdtemp(prefix="dynosim-")
+        try:
+            url = endpoint
+            if launch is not None:
+                cfg = RunConfig(engine=MockerArgs(block_size=block_size or 32, num_gpu_blocks=num_gpu_blocks or 16384,
+                                                  max_num_seqs=max_num_seqs,
+                                                  max_num_batched_tokens=max_num_batched_tokens))
+                opts = ValidateOptions(out=out.parent, model=model, served_model_name=name, device=device.value,
+                                       base_port=base_port, max_model_len=max_model_len,
+                                       match_kv_capacity=num_gpu_blocks is not None,
+                                       extra_engine_args=tuple(engine_arg))
+                spec = launch_specs(cfg, opts, False, workdir)[0]
+                log_dir = out.parent / f"{out.stem}_logs"
+                servers.append(start_server("calibrate", spec, log_dir, engine=launch.value,
+                                            python=engine_python or default_engine_python(launch.value)))
+                err_console.print(f"started {launch.value} on {servers[0].url}; waiting (log {servers[0].log_path}) …")
+                await wait_ready(servers, name, startup_timeout)
+                url = servers[0].url
+            err_console.print(f"calibrating {url} (~{plan.n_requests()} requests, ~{plan.estimate_s():.0f} s) …")
+            return await calibrate_api(url, name, plan, progress=lambda m: err_console.print(m),
+                                       vocab_size=vocab_size, block_size=block_size, num_gpu_blocks=num_gpu_blocks,
+                                       hardware=hardware)
+        finally:
+            stop_all(servers)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    try:
+        result = asyncio.run(go())
+    except (CalibrationError, ServerError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(3)
+    except ValueError as exc:
+        _fail(str(exc))
+    path = write_profile(result, out)
+    console.print(f"wrote {path}; use it with --timing interpolated --timing-profile {path}")
+
+
+@trace_app.command("convert")
+def trace_convert(
+    trace: Path = typer.Argument(..., help="Mooncake-style JSONL trace to read"),
+    out: Path = typer.Argument(..., help="JSONL file to write"),
+    token_scale: int = typer.Option(1, help="divide input/output lengths by this (must divide the block size)"),
+    trace_block_size: int = typer.Option(512, help="tokens per hash_id of the input trace"),
+    skip: int = typer.Option(0, help="leave out the first N rows"),
+    limit: Optional[int] = typer.Option(None, help="keep at most N rows"),
+    max_total_tokens: Optional[int] = typer.Option(None, help="leave out rows whose input+output exceeds this "
+                                                   "(counted and reported)"),
+) -> None:
+    """Cut a window of rows and shrink token lengths (e.g. to replay a production trace on a tiny model)."""
+    from dynosim.traces.convert import shrink
+    from dynosim.traces.synth import write_jsonl
+
+    if not trace.exists():
+        _fail(f"trace not found: {trace}")
+    try:
+        res = shrink(trace, token_scale=token_scale, trace_block_size=trace_block_size, skip=skip, limit=limit,
+                     max_total_tokens=max_total_tokens)
+    except TraceError as exc:
+        _fail(str(exc))
+    except ValueError as exc:
+        _fail(str(exc))
+    write_jsonl(res.rows, out)
+    console.print(f"wrote {len(res.rows):,} rows to {out} (trace block size now {res.trace_block_size}; "
+                  f"{res.dropped_too_long:,} of {res.scanned:,} rows left out as longer than {max_total_tokens} tokens)")
 
 
 @app.command()

@@ -12,7 +12,12 @@ Serves what the live client and the validation use:
 Timing is scripted (``Script``): token k of a request is due at
 ``arrival + ttft_ms + prefill_ms_per_token * uncached_prompt_tokens +
 k * itl_ms`` (absolute schedule, so sleeps do not drift), optionally behind
-a ``max_running`` gate (queued requests count as waiting).
+a ``max_running`` gate (queued requests count as waiting). With
+``decode_step_ms`` set (a callable of the number of running streams and their
+summed context tokens, prompt + generated), each token after the first comes
+that long after the previous one instead (a batch-dependent decode step).
+With ``num_gpu_blocks`` set, ``/metrics`` carries vLLM's info metric
+``vllm:cache_config_info{block_size=...,num_gpu_blocks=...} 1.0``.
 
 Prefix cache: chained hashes of full ``block_size`` token blocks, LRU over
 ``cache_blocks`` (unbounded by default); like vLLM V1 a hit never covers the
@@ -35,6 +40,7 @@ import json
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -56,6 +62,9 @@ class Script:
     cache_blocks: int | None = None     # LRU capacity in blocks (None: unbounded)
     vocab_size: int = 2048
     max_running: int | None = None      # at most this many streams at once; the rest wait
+    decode_step_ms: Callable[[int, int], float] | None = None  # (running streams, their context tokens) -> ms
+    num_gpu_blocks: int | None = None   # expose vllm:cache_config_info with this (and block_size)
+    max_model_len: int = 2048           # reported by /v1/models
 
 
 @dataclass
@@ -79,6 +88,7 @@ class FakeOpenAIServer:
                              preemptions=0, request_success=0)
         self.running = 0
         self.waiting = 0
+        self.active_kv_tokens = 0               # prompt + generated tokens of the running streams
         self.ttft_observations: list[float] = []
         self._faults: list[_Fault] = []
         self._cache: OrderedDict[int, None] = OrderedDict()
@@ -86,6 +96,7 @@ class FakeOpenAIServer:
         self._closing = asyncio.Event()
         self._gate: asyncio.Semaphore | None = None
         self._t_start = 0.0
+        self._sent: dict[str, int] = {}          # tokens streamed so far, by response id
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -161,7 +172,8 @@ class FakeOpenAIServer:
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
-            {"id": self.model, "object": "model", "owned_by": "vllm", "max_model_len": 2048}]})
+            {"id": self.model, "object": "model", "owned_by": "vllm",
+             "max_model_len": self.script.max_model_len}]})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         lab = f'{{engine="0",model_name="{self.model}"}}'
@@ -179,6 +191,12 @@ class FakeOpenAIServer:
                 lines.append(f"{name}{lab} {float(value)}")
 
         metric("vllm:num_requests_running", "gauge", self.running, "Number of requests in model execution batches.")
+        if self.script.num_gpu_blocks is not None:
+            lines.append("# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig")
+            lines.append("# TYPE vllm:cache_config_info gauge")
+            lines.append(f'vllm:cache_config_info{{block_size="{self.script.block_size}",cache_dtype="auto",'
+                         f'enable_prefix_caching="True",engine="0",num_cpu_blocks="None",'
+                         f'num_gpu_blocks="{self.script.num_gpu_blocks}",num_gpu_blocks_override="None"}} 1.0')
         metric("vllm:num_requests_waiting", "gauge", self.waiting)
         metric("vllm:kv_cache_usage_perc", "gauge", usage, "KV-cache usage. 1 means 100 percent usage.")
         metric("vllm:prefix_cache_queries", "counter", c["prefix_cache_queries"])
@@ -278,8 +296,20 @@ class FakeOpenAIServer:
             data = obj if isinstance(obj, str) else json.dumps(obj)
             await resp.write(f"data: {data}\n\n".encode())
 
+        kv_held = len(prompt)
+        self.active_kv_tokens += kv_held
+        try:
+            return await self._stream(request, resp, send, sc, fault, tokens, max_tokens, first_due, arrival, rid,
+                                      usage, continuous, include_usage, prompt)
+        finally:
+            self.active_kv_tokens -= kv_held + self._sent.pop(rid, 0)
+
+    async def _stream(self, request, resp, send, sc, fault, tokens, max_tokens, first_due, arrival, rid, usage,
+                      continuous, include_usage, prompt):
+        loop = asyncio.get_running_loop()
         sent = 0
         per = max(1, sc.tokens_per_chunk)
+        due = first_due
         while sent < max_tokens:
             n = min(per, max_tokens - sent)
             if fault and fault.mode in ("stall", "drop", "error_event") and sent + n > fault.after_tokens:
@@ -293,7 +323,13 @@ class FakeOpenAIServer:
                             "code": 500, "error": {"message": "injected engine failure", "code": 500}})
                 await send("[DONE]")
                 return resp
-            due = first_due + (sent + n - 1) * sc.itl_ms / 1000.0
+            if sc.decode_step_ms is None:
+                due = first_due + (sent + n - 1) * sc.itl_ms / 1000.0
+            else:  # relative: each token one decode step of the batch as it is now
+                for _ in range(n if sent else n - 1):
+                    step = sc.decode_step_ms(self.running, self.active_kv_tokens) / 1000.0
+                    # an engine does not catch up after a stall: more than a step late, restart from now
+                    due = max(due, loop.time() - step) + step
             await asyncio.sleep(max(0.0, due - loop.time()))
             if sent == 0:
                 self.ttft_observations.append(loop.time() - arrival)
@@ -308,6 +344,8 @@ class FakeOpenAIServer:
             await send({"id": rid, "object": "text_completion", "created": int(time.time()), "model": self.model,
                         "choices": [choice], "usage": usage(sent) if continuous else None})
             self.counters["generation_tokens"] += n
+            self.active_kv_tokens += n
+            self._sent[rid] = sent
         if sc.separate_finish_chunk:
             await send({"id": rid, "object": "text_completion", "created": int(time.time()), "model": self.model,
                         "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": "length",

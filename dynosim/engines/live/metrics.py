@@ -12,6 +12,9 @@ validation needs under short, engine-neutral keys (``ENGINE_METRICS``),
 taking whichever spelling the server exposes (vLLM V1 names first, then older
 vLLM and SGLang ones); ``raw=True`` returns every parsed sample instead.
 ``delta(before, after)`` turns two scrapes into what happened in between.
+``info_labels(text, name)`` reads an info-style metric, whose values are in
+its labels (vLLM's ``vllm:cache_config_info{block_size="32",
+num_gpu_blocks="...",...} 1.0``); ``fetch_metrics_text`` returns the raw text.
 
 vLLM (V1) counts prefix-cache queries and hits in *tokens*;
 ``kv_cache_usage_perc`` is a fraction in [0, 1] despite its name.
@@ -36,6 +39,10 @@ ENGINE_METRICS: dict[str, tuple[str, ...]] = {
     "prompt_tokens": ("vllm:prompt_tokens_total", "sglang:prompt_tokens_total"),
     "generation_tokens": ("vllm:generation_tokens_total", "sglang:generation_tokens_total"),
     "requests_finished": ("vllm:request_success_total",),
+    # NIXL prefill -> decode KV transfers (vLLM's NixlConnector, on the side that pulls the KV)
+    "kv_transfer_bytes": ("vllm:nixl_bytes_transferred_sum",),
+    "kv_transfers": ("vllm:nixl_bytes_transferred_count", "vllm:nixl_xfer_time_seconds_count"),
+    "kv_transfer_failures": ("vllm:nixl_num_failed_transfers_total", "vllm:nixl_num_failed_transfers"),
 }
 
 # keys that are levels, not running totals: ``delta`` reports their latest value
@@ -132,13 +139,32 @@ def engine_metrics(samples: dict[str, float]) -> dict[str, float]:
     return out
 
 
-async def scrape(base_url: str, *, session: aiohttp.ClientSession | None = None, timeout_s: float = 10.0,
-                 raw: bool = False) -> dict[str, float]:
-    """GET ``{base_url}/metrics``: ``engine_metrics`` of it (or every sample with ``raw=True``).
+def info_labels(text: str, name: str) -> dict[str, str] | None:
+    """Label dict of the first sample named ``name`` in exposition ``text`` (None: no such sample).
 
-    Raises ``MetricsError`` naming the URL when the endpoint is unreachable,
-    answers non-200, or times out.
+    For info-style metrics, which carry their values as labels, e.g.
+    ``info_labels(text, "vllm:cache_config_info")["num_gpu_blocks"]``. Values
+    stay strings (vLLM writes unset ones as ``"None"``). Malformed lines are skipped.
     """
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        rest = line[len(name):]
+        if rest.startswith("{"):
+            try:
+                labels, _ = _parse_labels(line, len(name), raw)
+            except ValueError:
+                continue
+            return labels
+        if rest[:1] in (" ", "\t"):
+            return {}
+    return None
+
+
+async def fetch_metrics_text(base_url: str, *, session: aiohttp.ClientSession | None = None,
+                             timeout_s: float = 10.0) -> str:
+    """GET ``{base_url}/metrics`` and return the text; ``MetricsError`` naming the URL on failure."""
     url = base_url.rstrip("/") + "/metrics"
     own = session is None
     sess = session or aiohttp.ClientSession()
@@ -154,7 +180,17 @@ async def scrape(base_url: str, *, session: aiohttp.ClientSession | None = None,
     finally:
         if own:
             await sess.close()
-    samples = parse_prometheus(text)
+    return text
+
+
+async def scrape(base_url: str, *, session: aiohttp.ClientSession | None = None, timeout_s: float = 10.0,
+                 raw: bool = False) -> dict[str, float]:
+    """GET ``{base_url}/metrics``: ``engine_metrics`` of it (or every sample with ``raw=True``).
+
+    Raises ``MetricsError`` naming the URL when the endpoint is unreachable,
+    answers non-200, or times out.
+    """
+    samples = parse_prometheus(await fetch_metrics_text(base_url, session=session, timeout_s=timeout_s))
     return samples if raw else engine_metrics(samples)
 
 

@@ -23,8 +23,9 @@ class MockerArgs(BaseModel):
     decode_speedup_ratio: float = Field(1.0, gt=0)
     timing: str = Field("polynomial", description="timing model name (polynomial, interpolated)")
     timing_profile: str | None = Field(None, description="profile file or bundled name for table models")
-    timing_params: dict[str, float] = Field(default_factory=dict,
-                                            description="model parameters, e.g. fixed: prefill_ms, decode_ms")
+    timing_params: dict[str, float | list[float]] = Field(
+        default_factory=dict, description="model parameters, e.g. fixed: prefill_ms, decode_ms; "
+                                          "polynomial: prefill_coeffs, decode_coeffs ([a, b, c])")
     gpus_per_worker: int = Field(1, gt=0, description="GPUs one worker occupies (TP × PP), for per-GPU metrics")
 
     @model_validator(mode="after")

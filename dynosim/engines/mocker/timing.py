@@ -4,6 +4,14 @@ A scheduler pass lasts ``prefill_ms(...) + decode_ms(...)`` divided by the
 speed-up ratios, as in Dynamo's mocker. Models are pure functions of the pass
 shape so they can be swapped (``--timing polynomial|interpolated``) and
 calibrated against live engines.
+
+Profiles (YAML/JSON, as ``dynosim calibrate`` writes them) may carry, next to
+the ``prefill``/``decode`` tables of the interpolated model, a
+``polynomial: {prefill_coeffs: [a, b, c], decode_coeffs: [a, b, c]}`` section
+(highest power first, as ``numpy.polyfit``) that the polynomial model reads
+when given the profile, and an ``engine: {block_size, num_gpu_blocks}``
+section (``profile_engine_args``) so a simulation can match the measured
+engine's KV capacity.
 """
 
 from __future__ import annotations
@@ -192,13 +200,87 @@ def bundled_profile(name: str) -> Path:
     raise FileNotFoundError(f"no bundled profile named {name!r} in {root}")
 
 
-def _make_interpolated(profile: str | None = None) -> InterpolatedTiming:
-    if not profile:
-        raise ValueError("timing model 'interpolated' needs a profile (--timing-profile FILE or bundled name)")
+def resolve_profile(profile: str | Path) -> Path:
+    """A profile argument as a path: an existing or path-like name as is, else a bundled profile."""
     p = Path(profile)
     # A bare name is a bundled profile; mind names with dots ("llama3.1") that only look like suffixes.
     is_path = p.exists() or p.suffix in _PROFILE_EXTS or len(p.parts) > 1
-    return InterpolatedTiming.from_file(p if is_path else bundled_profile(profile))
+    return p if is_path else bundled_profile(str(profile))
+
+
+def load_profile_dict(profile: str | Path) -> dict:
+    """The mapping in a YAML or JSON profile (file path or bundled name); NPZ profiles have none."""
+    path = resolve_profile(profile)
+    if not path.exists():
+        raise FileNotFoundError(f"timing profile not found: {path}")
+    if path.suffix == ".npz":
+        raise ValueError(f"profile {path}: an NPZ profile holds only the interpolated tables")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        raw = yaml.safe_load(text)
+    else:
+        raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError(f"profile {path}: expected a mapping at the top level")
+    return raw
+
+
+def profile_engine_args(profile: str | Path) -> dict[str, int]:
+    """``{block_size, num_gpu_blocks}`` from a profile's ``engine`` section, the keys it has (maybe none)."""
+    raw = load_profile_dict(profile)
+    eng = raw.get("engine")
+    out: dict[str, int] = {}
+    if isinstance(eng, dict):
+        for key in ("block_size", "num_gpu_blocks"):
+            v = eng.get(key)
+            if v is None or isinstance(v, bool):
+                continue
+            try:
+                iv = int(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"profile {profile}: engine.{key} must be an integer, got {v!r}") from None
+            if iv <= 0 or iv != v:
+                raise ValueError(f"profile {profile}: engine.{key} must be a positive integer, got {v!r}")
+            out[key] = iv
+    return out
+
+
+def _coeffs(value, what: str) -> tuple[float, float, float]:
+    try:
+        c = tuple(float(x) for x in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"polynomial {what} must be a list of 3 numbers [a, b, c], got {value!r}") from None
+    if len(c) != 3 or not all(np.isfinite(c)):
+        raise ValueError(f"polynomial {what} must be 3 finite numbers [a, b, c] (a*x^2 + b*x + c), got {value!r}")
+    return c  # type: ignore[return-value]
+
+
+def _make_polynomial(profile: str | None = None, prefill_coeffs=None, decode_coeffs=None) -> PolynomialTiming:
+    """Dynamo's coefficients, or those of a profile's ``polynomial`` section, or given ones (these win)."""
+    pre, dec = PREFILL_COEFFS, DECODE_COEFFS
+    if profile:
+        raw = load_profile_dict(profile)
+        sec = raw.get("polynomial")
+        if not isinstance(sec, dict) or not ({"prefill_coeffs", "decode_coeffs"} & set(sec)):
+            raise ValueError(f"profile {profile}: no polynomial section (polynomial.prefill_coeffs / "
+                             "polynomial.decode_coeffs) for timing model 'polynomial'")
+        if sec.get("prefill_coeffs") is not None:
+            pre = _coeffs(sec["prefill_coeffs"], f"prefill_coeffs in {profile}")
+        if sec.get("decode_coeffs") is not None:
+            dec = _coeffs(sec["decode_coeffs"], f"decode_coeffs in {profile}")
+    if prefill_coeffs is not None:
+        pre = _coeffs(prefill_coeffs, "prefill_coeffs")
+    if decode_coeffs is not None:
+        dec = _coeffs(decode_coeffs, "decode_coeffs")
+    return PolynomialTiming(pre, dec)
+
+
+def _make_interpolated(profile: str | None = None) -> InterpolatedTiming:
+    if not profile:
+        raise ValueError("timing model 'interpolated' needs a profile (--timing-profile FILE or bundled name)")
+    return InterpolatedTiming.from_file(resolve_profile(profile))
 
 
 def _make_fixed(profile: str | None = None, prefill_ms: float = 10.0, decode_ms: float = 5.0) -> FixedTiming:
@@ -206,7 +288,7 @@ def _make_fixed(profile: str | None = None, prefill_ms: float = 10.0, decode_ms:
 
 
 TIMING_MODELS: dict[str, Callable[..., TimingModel]] = {
-    "polynomial": lambda profile=None: PolynomialTiming(),
+    "polynomial": _make_polynomial,
     "interpolated": _make_interpolated,
     "fixed": _make_fixed,
 }

@@ -1,0 +1,1 @@
+"""Validation against live engines: replay, compare, and timing calibration."""
