@@ -46,7 +46,8 @@ def step_ms(running: int, kv: int) -> float:
     return 4.0 + kv / 200.0               # decode step grows with the batch's KV tokens
 
 
-PLAN = CalibrationPlan(prefill_lengths=(32, 256, 1024), prefill_repeats=5, decode_batches=(1, 2, 6),
+PLAN = CalibrationPlan(prefill_lengths=(32, 256, 1024), prefill_repeats=5, prefill_batches=(1, 3),
+                       prefill_batch_repeats=1, decode_batches=(1, 2, 6),
                        decode_contexts=(64, 384), decode_tokens=16, decode_repeats=1, min_window_steps=6)
 
 
@@ -97,7 +98,8 @@ def test_recovers_prefill_line(calibrated):
     assert srv.counters["prefix_cache_hits"] == 0
     assert len({tuple(b["prompt"]) for b in bodies}) == len(bodies)
     assert all(4 <= t < 2048 for b in bodies for t in b["prompt"])
-    assert sum(1 for b in bodies if b["max_tokens"] == 1) == 15   # 3 lengths x 5 repeats (+ warm-up with more)
+    # 3 lengths x 5 repeats + bursts of 1 and 3 (+ warm-up with more)
+    assert sum(1 for b in bodies if b["max_tokens"] == 1) == 15 + 4
 
 
 def test_recovers_decode_steps(calibrated):
@@ -228,11 +230,12 @@ def test_batch_that_never_runs_together_is_rerun_then_skipped():
 
 
 def test_failed_request_is_retried_once():
-    plan = CalibrationPlan.quick(prefill_lengths=(32,), prefill_repeats=1, decode_batches=(1,),
-                                 decode_contexts=(64,), decode_tokens=8, decode_repeats=1, min_window_steps=4)
+    plan = CalibrationPlan.quick(prefill_lengths=(32,), prefill_repeats=1, prefill_batches=(1,),
+                                 prefill_batch_repeats=1, decode_batches=(1,), decode_contexts=(64,),
+                                 decode_tokens=8, decode_repeats=1, min_window_steps=4)
     srv, res, _ = run(calibrate_fake(script(), plan, faults=[("http500", 1)]))
     assert [r["fault"] for r in srv.requests][:2] == ["http500", None]
-    assert len(srv.requests) == 4   # warm-up twice, one prefill, one decode stream
+    assert len(srv.requests) == 5   # warm-up twice, one prefill, one burst of one, one decode stream
     assert res.prefill[0].ttft_ms
 
 
@@ -246,12 +249,13 @@ def test_failing_endpoint_raises_a_clear_error():
 
     # a decode batch that keeps failing (some of its streams, both times) names its shape
     plan = CalibrationPlan.quick(prefill_lengths=(32,), prefill_repeats=1, warmup=False, decode_batches=(3,),
+                                 prefill_batches=(1,), prefill_batch_repeats=1,
                                  decode_contexts=(64,), decode_tokens=8, decode_repeats=1, min_window_steps=4)
 
     async def failing_decode():
         async with FakeOpenAIServer(script=script()) as srv:
-            def progress(msg):   # once the prefill point is in, the next streams fail
-                if msg.startswith("prefill 1/1"):
+            def progress(msg):   # once the prefill points are in, the next streams fail
+                if msg.startswith("prefill burst 1/1"):
                     srv.inject("http500", count=6)
             await calibrate(srv.base_url, MODEL, plan, progress=progress, request_timeout_s=5)
 
@@ -302,7 +306,7 @@ def test_plan_validation(kw, match):
 
 def test_default_and_quick_plans():
     p = CalibrationPlan()
-    assert p.max_model_len is None and p.n_requests() == 1 + 7 * 5 + 31 * 3 * 2
+    assert p.max_model_len is None and p.n_requests() == 1 + 7 * 5 + 15 * 3 + 31 * 3 * 2
     assert 10 < p.estimate_s() < 150                       # the brief: a few minutes at most on a CPU vLLM
     assert p.with_max_model_len(2048).max_model_len == 2048
     with pytest.raises(ValidationError):
@@ -390,3 +394,35 @@ def test_polynomial_params_and_profiles(tmp_path):
     p.write_text("engine: {block_size: 0}\n")
     with pytest.raises(ValueError, match="positive integer"):
         profile_engine_args(p)
+
+
+def test_per_request_prefill_cost_from_bursts():
+    """A server that admits simultaneous requests one after another (8 ms each): the i-th of a burst waits
+    i x 8 ms, so the mean TTFT of a burst of k grows by 8 (k - 1) / 2: 4 ms per request. The fake prefills
+    each request on its own, while the fit charges a burst the table's cost of all k x L tokens in one pass,
+    so the fitted per-request cost is 4 ms less the fake's per-token cost of one 32-token prompt."""
+    plan = CalibrationPlan(prefill_lengths=(32, 256), prefill_repeats=2, prefill_batches=(1, 2, 4, 8),
+                           prefill_batch_length=32, prefill_batch_repeats=2, decode_batches=(1,),
+                           decode_contexts=(64,), decode_tokens=10, decode_repeats=1, min_window_steps=4)
+    _, res, _ = run(calibrate_fake(script(serial_admit_ms=8.0), plan))
+    prof = res.to_profile_dict()
+    assert prof["prefill"]["per_request_ms"] == pytest.approx(4.0 - PER_TOKEN * 32, abs=1.0)
+    assert [p["batch"] for p in prof["raw"]["prefill_batch"]] == [1, 2, 4, 8]
+    # without serial admission the fitted cost is about nothing
+    _, res0, _ = run(calibrate_fake(script(), plan))
+    assert res0.to_profile_dict()["prefill"].get("per_request_ms", 0.0) < 0.8
+
+
+def test_interpolated_timing_adds_the_per_request_cost(tmp_path):
+    from dynosim.engines.mocker.timing import make_timing
+
+    path = tmp_path / "p.yaml"
+    path.write_text("prefill: {new_tokens: [100, 1100], ms: [10, 110], per_request_ms: 2.5}\n"
+                    "decode: {active_kv_tokens: [0, 1000], context_length: [100], itl_ms: [[5], [6]]}\n")
+    t = make_timing("interpolated", str(path))
+    assert t.prefill_ms(1, 500, 0) == pytest.approx(50.0)
+    assert t.prefill_ms(4, 125, 0) == pytest.approx(50.0 + 3 * 2.5)   # same 500 new tokens, 3 more requests
+    assert t.prefill_ms(4, 125, 125) == 0.0                             # nothing to prefill
+    path.write_text(path.read_text().replace("2.5", "-1"))
+    with pytest.raises(ValueError, match="per_request_ms"):
+        make_timing("interpolated", str(path))

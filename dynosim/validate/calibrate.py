@@ -112,6 +112,10 @@ class CalibrationPlan(BaseModel):
                                              description="prompt lengths (new tokens) of the prefill points")
     prefill_repeats: int = Field(5, ge=1, description="requests per prefill point (median)")
     warmup: bool = Field(True, description="send one discarded request first")
+    prefill_batches: tuple[int, ...] = Field((1, 2, 4, 8), description="simultaneous prompts of the prefill-batch "
+                                             "points (per-request cost of a prefill pass)")
+    prefill_batch_length: int = Field(128, ge=1, description="prompt length of the prefill-batch points")
+    prefill_batch_repeats: int = Field(3, ge=1, description="bursts per prefill-batch point (median)")
     decode_batches: tuple[int, ...] = Field((1, 2, 4, 8, 16), description="concurrent streams of the decode points")
     decode_contexts: tuple[int, ...] = Field((128, 512, 1024), description="prompt lengths of the decode points")
     decode_tokens: int = Field(48, ge=4, description="max_tokens of each decode stream")
@@ -124,6 +128,7 @@ class CalibrationPlan(BaseModel):
     def _check(self) -> "CalibrationPlan":
         _check_grid("prefill_lengths", self.prefill_lengths)
         _check_grid("decode_batches", self.decode_batches)
+        _check_grid("prefill_batches", self.prefill_batches)
         _check_grid("decode_contexts", self.decode_contexts)
         if self.min_window_steps >= self.decode_tokens:
             raise ValueError(f"min_window_steps ({self.min_window_steps}) must be below decode_tokens "
@@ -144,7 +149,8 @@ class CalibrationPlan(BaseModel):
     @classmethod
     def quick(cls, **overrides) -> "CalibrationPlan":
         """A small plan (3 prefill lengths, 2 × 2 decode points, 2 repeats) for tests and CI."""
-        base = dict(prefill_lengths=(32, 128, 512), prefill_repeats=2, decode_batches=(1, 4),
+        base = dict(prefill_lengths=(32, 128, 512), prefill_repeats=2, prefill_batches=(1, 4),
+                    prefill_batch_repeats=2, decode_batches=(1, 4),
                     decode_contexts=(128, 512), decode_tokens=24, decode_repeats=2, min_window_steps=6)
         return cls(**{**base, **overrides})
 
@@ -155,6 +161,7 @@ class CalibrationPlan(BaseModel):
     def n_requests(self) -> int:
         """Requests the plan sends when no decode batch has to be rerun."""
         return (int(self.warmup) + len(self.prefill_lengths) * self.prefill_repeats
+                + sum(self.prefill_batches) * self.prefill_batch_repeats
                 + sum(self.decode_batches) * len(self.decode_contexts) * self.decode_repeats)
 
     def estimate_s(self, *, step_ms: float = 6.0, prefill_ms_per_token: float = 0.05,
@@ -179,6 +186,39 @@ class PrefillPoint:
     @property
     def ms(self) -> float:
         return float(statistics.median(self.ttft_ms))
+
+
+@dataclass
+class PrefillBatchPoint:
+    """``batch`` prompts of ``length`` tokens sent at once: mean TTFT of the burst, one per repeat."""
+
+    batch: int
+    length: int
+    mean_ttft_ms: list[float] = field(default_factory=list)
+
+    @property
+    def ms(self) -> float:
+        return float(statistics.median(self.mean_ttft_ms))
+
+
+def per_request_prefill_ms(points: list[PrefillBatchPoint], tokens: np.ndarray, ms: np.ndarray) -> float | None:
+    """Extra prefill cost per additional request in a pass, from bursts of simultaneous prompts.
+
+    A burst of k prompts of L tokens is one prefill pass in the simulator, so its
+    mean TTFT is ``table(k L) + c (k - 1)``. ``c`` is the least-squares slope,
+    through the origin, of the residual over the lone prompt's residual against
+    k - 1; negative fits (no per-request cost visible) give 0.
+    """
+    from dynosim.engines.mocker.timing import _interp1_extrap
+
+    pts = [p for p in points if p.mean_ttft_ms]
+    if len(pts) < 2 or not any(p.batch > 1 for p in pts):
+        return None
+    resid = {p.batch: p.ms - _interp1_extrap(p.batch * p.length, tokens, ms) for p in pts}
+    base = resid.get(1, 0.0)
+    num = sum((k - 1) * (r - base) for k, r in resid.items())
+    den = sum((k - 1) ** 2 for k in resid)
+    return max(0.0, num / den) if den else None
 
 
 @dataclass
@@ -272,6 +312,7 @@ class CalibrationResult:
     plan: CalibrationPlan
     prefill: list[PrefillPoint]
     decode: list[DecodePoint]
+    prefill_batch: list[PrefillBatchPoint] = field(default_factory=list)
     block_size: int | None = None
     num_gpu_blocks: int | None = None
     engine_source: str | None = None          # where block_size / num_gpu_blocks came from
@@ -368,6 +409,13 @@ class CalibrationResult:
                 "decode": raw_decode,
             },
         }
+        c = per_request_prefill_ms(self.prefill_batch, tok, ms)
+        if c is not None:
+            out["prefill"]["per_request_ms"] = _r(c)
+        if self.prefill_batch:
+            out["raw"]["prefill_batch"] = [{"batch": p.batch, "length": p.length,
+                                            "mean_ttft_ms": [_r(v) for v in p.mean_ttft_ms]}
+                                           for p in self.prefill_batch]
         if self.skipped:
             out["raw"]["skipped"] = [dict(s) for s in self.skipped]
         if self.notes:
@@ -635,6 +683,18 @@ async def calibrate(base_url: str, model: str, plan: CalibrationPlan | None = No
                 pt.ttft_ms.append(float(r.ttft_ms))
                 say(f"prefill {i}/{total}: {pt.new_tokens} new tokens, TTFT {r.ttft_ms:.1f} ms")
 
+        # -- prefill bursts: k prompts at once, for the per-request cost of a prefill pass
+        bursts = [PrefillBatchPoint(k, plan.prefill_batch_length) for k in plan.prefill_batches]
+        total = len(bursts) * plan.prefill_batch_repeats
+        i = 0
+        for rep in range(plan.prefill_batch_repeats):
+            for bp in bursts:
+                i += 1
+                rs = await cal.batch(bp.batch, bp.length, 1, f"prefill burst of {bp.batch} (repeat {rep + 1})")
+                bp.mean_ttft_ms.append(float(np.mean([r.ttft_ms for r in rs])))
+                say(f"prefill burst {i}/{total}: {bp.batch} x {bp.length} tokens at once, "
+                    f"mean TTFT {bp.mean_ttft_ms[-1]:.1f} ms")
+
         # -- decode
         points = [DecodePoint(b, c) for b in plan.decode_batches for c in plan.decode_contexts]
         skipped: list[dict] = []
@@ -696,6 +756,7 @@ async def calibrate(base_url: str, model: str, plan: CalibrationPlan | None = No
                                    f"({len(skipped)} skipped: {skipped[0]['reason'] if skipped else '?'})")
 
     return CalibrationResult(model=model, source=base, hardware=hardware or _default_hardware(),
-                             calibrated_at=started, plan=plan, prefill=prefill, decode=points, block_size=bs,
+                             calibrated_at=started, plan=plan, prefill=prefill, decode=points,
+                             prefill_batch=bursts, block_size=bs,
                              num_gpu_blocks=nb, engine_source=engine_source, cache_config=cache_config,
                              max_model_len=mml, skipped=skipped, notes=notes)

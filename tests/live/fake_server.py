@@ -65,6 +65,7 @@ class Script:
     decode_step_ms: Callable[[int, int], float] | None = None  # (running streams, their context tokens) -> ms
     num_gpu_blocks: int | None = None   # expose vllm:cache_config_info with this (and block_size)
     max_model_len: int = 2048           # reported by /v1/models
+    serial_admit_ms: float = 0.0        # requests are admitted one after another, each taking this long
 
 
 @dataclass
@@ -115,6 +116,7 @@ class FakeOpenAIServer:
         self._t_start = time.monotonic()
         if self.script.max_running:
             self._gate = asyncio.Semaphore(self.script.max_running)
+        self._admit_free = 0.0
         return self
 
     async def stop(self) -> None:
@@ -267,6 +269,9 @@ class FakeOpenAIServer:
         sc = self.script
         loop = asyncio.get_running_loop()
         start = max(arrival, loop.time())
+        if sc.serial_admit_ms:
+            start = max(start, self._admit_free)
+            self._admit_free = start + sc.serial_admit_ms / 1000.0
         cached = self._admit(prompt)
         first_due = start + (sc.ttft_ms + sc.prefill_ms_per_token * (len(prompt) - cached)) / 1000.0
         seed = sum(prompt) % sc.vocab_size

@@ -113,6 +113,11 @@ class InterpolatedTiming:
     """Measured tables: prefill ms vs new tokens; decode ms vs (active KV tokens, context).
 
     Linear / bilinear interpolation with extrapolation, floors as the polynomial.
+    ``prefill_per_request_ms`` (profile ``prefill.per_request_ms``, measured by
+    ``dynosim calibrate`` from bursts of simultaneous prompts) adds a fixed cost
+    per request beyond the first in a prefill pass: the per-request work of a
+    real server (request setup, scheduling, output handling) that a token table
+    cannot see. 0 by default, which is the published tables' semantics.
     Tables come from a profile file (YAML or JSON, or Dynamo's NPZ keys) written
     by ``dynosim calibrate`` or taken from published measurements.
     """
@@ -124,6 +129,7 @@ class InterpolatedTiming:
     decode_itl: np.ndarray  # shape (len(decode_kv_tokens), len(decode_ctx))
     source: str = ""
     name: str = "interpolated"
+    prefill_per_request_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.decode_itl.shape != (len(self.decode_kv_tokens), len(self.decode_ctx)):
@@ -136,12 +142,15 @@ class InterpolatedTiming:
                           ("decode.context_length", self.decode_ctx)):
             if len(arr) == 0 or np.any(np.diff(arr) <= 0):
                 raise ValueError(f"profile {self.source}: {name} must be non-empty and strictly increasing")
+        if not (self.prefill_per_request_ms >= 0 and np.isfinite(self.prefill_per_request_ms)):
+            raise ValueError(f"profile {self.source}: prefill.per_request_ms must be a finite number >= 0")
 
     def prefill_ms(self, batch_size: int, mean_isl: int, mean_prefix: int) -> float:
         t = batch_size * (mean_isl - mean_prefix)
         if t <= 0:
             return 0.0
-        return max(0.0, _interp1_extrap(t, self.prefill_tokens, self.prefill_ms_table))
+        extra = self.prefill_per_request_ms * (batch_size - 1) if batch_size > 1 else 0.0
+        return max(0.0, _interp1_extrap(t, self.prefill_tokens, self.prefill_ms_table)) + extra
 
     def decode_ms(self, active_kv_tokens: int, mean_ctx: float, total_kv_tokens: int) -> float:
         kv, ctx, z = self.decode_kv_tokens, self.decode_ctx, self.decode_itl
@@ -181,7 +190,8 @@ class InterpolatedTiming:
             pre, dec = raw["prefill"], raw["decode"]
             return cls(np.asarray(pre["new_tokens"], float), np.asarray(pre["ms"], float),
                        np.asarray(dec["active_kv_tokens"], float), np.asarray(dec["context_length"], float),
-                       np.asarray(dec["itl_ms"], float), source=str(path))
+                       np.asarray(dec["itl_ms"], float), source=str(path),
+                       prefill_per_request_ms=float(pre.get("per_request_ms", 0.0)))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"profile {path}: expected prefill.{{new_tokens,ms}} and "
                              f"decode.{{active_kv_tokens,context_length,itl_ms}} ({exc!r})") from None
