@@ -16,7 +16,7 @@ import numpy as np
 
 from dynosim.engines.mocker.scheduler import PassResult, VllmScheduler
 from dynosim.request import Request
-from dynosim.sim.clock import PRIO_COMPLETION, PRIO_PASS_START, Clock
+from dynosim.sim.clock import PRIO_ARRIVAL, PRIO_COMPLETION, PRIO_PASS_START, Clock
 
 
 class TokenGaps:
@@ -65,8 +65,11 @@ class Worker:
                  on_failed: Callable[[Request], None] | None = None,
                  fast_forward: bool = True,
                  on_kv_events: Callable[[int, list[tuple[str, list[int], int | None]]], None] | None = None,
-                 on_pass: Callable[["Worker", float, PassResult], None] | None = None):
+                 on_pass: Callable[["Worker", float, PassResult], None] | None = None,
+                 admit_interval_ms: float = 0.0):
         self.wid = wid
+        self.admit_interval_ms = admit_interval_ms
+        self._next_admit = -math.inf
         self.clock = clock
         self.sched = scheduler
         self.gaps = gaps
@@ -90,7 +93,22 @@ class Worker:
 
     # -- inputs -----------------------------------------------------------------
     def submit(self, req: Request) -> None:
-        """Hand a routed request to this engine at the current virtual time."""
+        """Hand a routed request to this engine: now, or after the previous one plus ``admit_interval_ms``.
+
+        A real server parses, validates and queues requests one at a time, so of
+        several that arrive together only the first finds an idle engine; the
+        rest join later passes. The interval reproduces that staircase.
+        """
+        if self.admit_interval_ms > 0.0:
+            now = self.clock.now()
+            t = max(now, self._next_admit)
+            self._next_admit = t + self.admit_interval_ms
+            if t > now:
+                self.clock.call_at(t, lambda: self._admit(req), PRIO_ARRIVAL)
+                return
+        self._admit(req)
+
+    def _admit(self, req: Request) -> None:
         self.sched.add(req)
         if self._busy:
             if self._ends is not None:

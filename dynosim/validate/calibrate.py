@@ -221,6 +221,68 @@ def per_request_prefill_ms(points: list[PrefillBatchPoint], tokens: np.ndarray, 
     return max(0.0, num / den) if den else None
 
 
+ADMIT_GRID_MS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+PER_REQUEST_GRID_MS = (0.0, 1.0, 2.0, 4.0, 8.0)
+
+
+def fit_bursts(points: list[PrefillBatchPoint], profile: dict, block_size: int | None) -> dict | None:
+    """Fit (admit_interval_ms, per_request_ms) by simulating the bursts through the engine model.
+
+    A real server admits simultaneous requests one by one: the first finds the
+    engine idle and starts a pass alone, the rest join the next one (a
+    staircase), and every request in a pass adds some fixed work. Each
+    candidate pair on a small grid replays every burst (k prompts of L tokens
+    at t = 0) through the simulator with the measured tables; the pair with
+    the least squared error of mean TTFT wins (ties: the smaller values).
+    """
+    import tempfile
+
+    import yaml
+
+    from dynosim.config import RunConfig
+    from dynosim.engines.mocker.config import MockerArgs
+    from dynosim.sim.simulation import simulate
+    from dynosim.traces.mooncake import load_trace
+
+    pts = [p for p in points if p.mean_ttft_ms]
+    if len(pts) < 2 or not any(p.batch > 1 for p in pts):
+        return None
+    bs = block_size or 32
+    results = []
+    with tempfile.TemporaryDirectory(prefix="dynosim-fit-") as tmp:
+        traces = {}
+        for p in pts:
+            path = f"{tmp}/burst{p.batch}.jsonl"
+            with open(path, "w") as fh:
+                for i in range(p.batch):
+                    fh.write(json.dumps({"timestamp": 0, "input_length": p.length, "output_length": 1,
+                                         "hash_ids": [10_000 * p.batch + i]}) + "\n")
+            traces[p.batch] = load_trace(path, trace_block_size=p.length)
+        for c in PER_REQUEST_GRID_MS:
+            prof_path = f"{tmp}/profile_{c}.yaml"
+            prof = {"prefill": {**profile["prefill"], "per_request_ms": c}, "decode": profile["decode"]}
+            with open(prof_path, "w") as fh:
+                yaml.safe_dump(prof, fh)
+            for d in ADMIT_GRID_MS:
+                sse, sims = 0.0, {}
+                for p in pts:
+                    tr = traces[p.batch]
+                    eng = MockerArgs(block_size=bs, num_gpu_blocks=max(64, 4 * p.batch * (p.length // bs + 2)),
+                                     max_num_batched_tokens=max(8192, p.batch * p.length),
+                                     timing="interpolated", timing_profile=prof_path, admit_interval_ms=d)
+                    st = simulate(tr, RunConfig(workers=1, trace_block_size=tr.trace_block_size, engine=eng))
+                    sim = float(np.mean([r.first_token - r.arrival for r in st.requests]))
+                    sims[p.batch] = sim
+                    sse += (sim - p.ms) ** 2
+                results.append({"admit_interval_ms": d, "per_request_ms": c, "sse": sse, "simulated": sims})
+    results.sort(key=lambda r: (round(r["sse"], 6), r["per_request_ms"], r["admit_interval_ms"]))
+    best = results[0]
+    return {"admit_interval_ms": best["admit_interval_ms"], "per_request_ms": best["per_request_ms"],
+            "rms_error_ms": float(np.sqrt(best["sse"] / len(pts))),
+            "measured": {p.batch: p.ms for p in pts}, "simulated": best["simulated"],
+            "runner_up": results[1:4]}
+
+
 @dataclass
 class DecodeSample:
     """One decode batch: the step time in its all-running window and the batch's shape at mid-window."""
@@ -409,9 +471,16 @@ class CalibrationResult:
                 "decode": raw_decode,
             },
         }
-        c = per_request_prefill_ms(self.prefill_batch, tok, ms)
-        if c is not None:
-            out["prefill"]["per_request_ms"] = _r(c)
+        fit = fit_bursts(self.prefill_batch, out, self.block_size)
+        if fit is not None:
+            out["prefill"]["per_request_ms"] = fit["per_request_ms"]
+            out["engine"]["admit_interval_ms"] = fit["admit_interval_ms"]
+            out["raw"]["burst_fit"] = _plain({
+                "method": "simulated bursts on a grid; least squared error of mean TTFT",
+                "rms_error_ms": _r(fit["rms_error_ms"]),
+                "measured_mean_ttft_ms": {int(k): _r(v) for k, v in fit["measured"].items()},
+                "simulated_mean_ttft_ms": {int(k): _r(v) for k, v in fit["simulated"].items()},
+                "slope_fit_per_request_ms": _r(per_request_prefill_ms(self.prefill_batch, tok, ms) or 0.0)})
         if self.prefill_batch:
             out["raw"]["prefill_batch"] = [{"batch": p.batch, "length": p.length,
                                             "mean_ttft_ms": [_r(v) for v in p.mean_ttft_ms]}

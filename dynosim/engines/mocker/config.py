@@ -27,6 +27,10 @@ class MockerArgs(BaseModel):
         default_factory=dict, description="model parameters, e.g. fixed: prefill_ms, decode_ms; "
                                           "polynomial: prefill_coeffs, decode_coeffs ([a, b, c])")
     gpus_per_worker: int = Field(1, gt=0, description="GPUs one worker occupies (TP × PP), for per-GPU metrics")
+    admit_interval_ms: float = Field(0.0, ge=0, allow_inf_nan=False,
+                                     description="requests reach the engine at least this far apart (a real "
+                                                 "server handles requests one by one); 0: all at once, as "
+                                                 "Dynamo's mocker")
 
     @model_validator(mode="after")
     def _check(self) -> "MockerArgs":

@@ -237,11 +237,16 @@ def load_profile_dict(profile: str | Path) -> dict:
     return raw
 
 
-def profile_engine_args(profile: str | Path) -> dict[str, int]:
-    """``{block_size, num_gpu_blocks}`` from a profile's ``engine`` section, the keys it has (maybe none)."""
+def profile_engine_args(profile: str | Path) -> dict[str, int | float]:
+    """``{block_size, num_gpu_blocks, admit_interval_ms}`` from a profile's ``engine`` section (the keys it has)."""
     raw = load_profile_dict(profile)
     eng = raw.get("engine")
-    out: dict[str, int] = {}
+    out: dict[str, int | float] = {}
+    if isinstance(eng, dict) and eng.get("admit_interval_ms") is not None:
+        v = eng["admit_interval_ms"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not np.isfinite(v):
+            raise ValueError(f"profile {profile}: engine.admit_interval_ms must be a number >= 0, got {v!r}")
+        out["admit_interval_ms"] = float(v)
     if isinstance(eng, dict):
         for key in ("block_size", "num_gpu_blocks"):
             v = eng.get(key)
