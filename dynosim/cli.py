@@ -296,6 +296,8 @@ def validate(
     timing_profile: Optional[str] = typer.Option(None, help="profile from `dynosim calibrate` (or bundled name)"),
     admit_interval_ms: Optional[float] = typer.Option(None, help="simulated engine: requests admitted this far "
                                                       "apart (default: the timing profile's, else 0)"),
+    client_latency_ms: Optional[float] = typer.Option(None, help="simulated engine: fixed delay from a token to "
+                                                      "the client (default: the timing profile's, else 0)"),
     trace_block_size: int = typer.Option(512, help="tokens per trace hash_id"),
     arrival_speedup: float = typer.Option(1.0, help="divide arrival times and session delays by this"),
     limit: Optional[int] = typer.Option(None, help="replay only the first N trace rows"),
@@ -351,7 +353,9 @@ def validate(
                                         max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                                         timing=timing.value, timing_profile=timing_profile,
                                         admit_interval_ms=admit_interval_ms if admit_interval_ms is not None
-                                        else prof.get("admit_interval_ms", 0.0)))
+                                        else prof.get("admit_interval_ms", 0.0),
+                                        client_latency_ms=client_latency_ms if client_latency_ms is not None
+                                        else prof.get("client_latency_ms", 0.0)))
         if config is not None:
             data = _load_run_config(config)
             fields = {**json.loads(RunConfig(**fields).model_dump_json()), **data}

@@ -81,7 +81,8 @@ def build_cluster(trace: Trace, cfg: RunConfig, clock: Clock) -> Cluster:
     for wid in range(cfg.workers):
         worker = Worker(wid, clock, None, gaps, first_token, complete, on_failed=failed,
                         fast_forward=cfg.fast_forward, on_kv_events=kv_events if router.wants_kv_events else None,
-                        admit_interval_ms=cfg.engine.admit_interval_ms)
+                        admit_interval_ms=cfg.engine.admit_interval_ms,
+                        client_latency_ms=cfg.engine.client_latency_ms)
         worker.sched = VllmScheduler(cfg.engine, timing,
                                      sink=worker.record_kv_event if router.wants_kv_events else None)
         workers.append(worker)

@@ -66,9 +66,11 @@ class Worker:
                  fast_forward: bool = True,
                  on_kv_events: Callable[[int, list[tuple[str, list[int], int | None]]], None] | None = None,
                  on_pass: Callable[["Worker", float, PassResult], None] | None = None,
-                 admit_interval_ms: float = 0.0):
+                 admit_interval_ms: float = 0.0, client_latency_ms: float = 0.0):
         self.wid = wid
         self.admit_interval_ms = admit_interval_ms
+        # a token the engine produces at t reaches the client at t + this (request and output handling)
+        self.lat = client_latency_ms
         self._next_admit = -math.inf
         self.clock = clock
         self.sched = scheduler
@@ -129,7 +131,7 @@ class Worker:
             # A stretch records one gap of each pass for every request, which holds only if each
             # got a token when the last pass ended (not so for a decode skipped for lack of budget).
             for req in sched.running:
-                if req.last_token != now:
+                if req.last_token != now + self.lat:
                     k = 0
                     break
         self._gen += 1
@@ -177,7 +179,7 @@ class Worker:
         n = len(self.sched.running)
         self.gaps.add_run(durs[:c], n)
         for req in self.sched.running:
-            req.last_token = end
+            req.last_token = end + self.lat
         self.sched.advance_uniform(c)
         self._publish_kv_events()
         self.busy_ms += end - self._t0
@@ -190,13 +192,12 @@ class Worker:
         values, counts = self.gaps.values, self.gaps.counts
         for req in res.emitted:
             if math.isnan(req.first_token):
-                req.first_token = end
-                req.last_token = end
+                req.first_token = req.last_token = end + self.lat
                 self.on_first_token(req)
             else:
-                values.append(end - req.last_token)
+                values.append(end + self.lat - req.last_token)
                 counts.append(1)
-                req.last_token = end
+                req.last_token = end + self.lat
         for req in res.completed:
             self.on_complete(req)
         self.busy_ms += res.duration_ms

@@ -225,7 +225,8 @@ ADMIT_GRID_MS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 PER_REQUEST_GRID_MS = (0.0, 1.0, 2.0, 4.0, 8.0)
 
 
-def fit_bursts(points: list[PrefillBatchPoint], profile: dict, block_size: int | None) -> dict | None:
+def fit_bursts(points: list[PrefillBatchPoint], profile: dict, block_size: int | None,
+               client_latency_ms: float = 0.0) -> dict | None:
     """Fit (admit_interval_ms, per_request_ms) by simulating the bursts through the engine model.
 
     A real server admits simultaneous requests one by one: the first finds the
@@ -269,7 +270,8 @@ def fit_bursts(points: list[PrefillBatchPoint], profile: dict, block_size: int |
                     tr = traces[p.batch]
                     eng = MockerArgs(block_size=bs, num_gpu_blocks=max(64, 4 * p.batch * (p.length // bs + 2)),
                                      max_num_batched_tokens=max(8192, p.batch * p.length),
-                                     timing="interpolated", timing_profile=prof_path, admit_interval_ms=d)
+                                     timing="interpolated", timing_profile=prof_path, admit_interval_ms=d,
+                                     client_latency_ms=client_latency_ms)
                     st = simulate(tr, RunConfig(workers=1, trace_block_size=tr.trace_block_size, engine=eng))
                     sim = float(np.mean([r.first_token - r.arrival for r in st.requests]))
                     sims[p.batch] = sim
@@ -389,9 +391,31 @@ class CalibrationResult:
             return None
         return self.block_size * self.num_gpu_blocks
 
-    def prefill_table(self) -> tuple[np.ndarray, np.ndarray]:
+    def prefill_client_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Median client TTFT of lone prompts by length, as measured."""
         pts = sorted(self.prefill, key=lambda p: p.new_tokens)
         return np.array([p.new_tokens for p in pts], float), np.array([p.ms for p in pts], float)
+
+    def client_latency_ms(self) -> float:
+        """Fixed latency a client sees on top of the engine's passes (request and output handling).
+
+        A lone prompt of the shortest length is one small forward pass, about
+        what one decode step of a single stream costs; its TTFT beyond that step
+        is latency outside the engine's passes. Estimated as the difference
+        (never below 0); 0 when no single-stream decode point was measured.
+        """
+        if not self.prefill:
+            return 0.0
+        shortest = min(self.prefill, key=lambda p: p.new_tokens)
+        singles = sorted((p for p in self.decode if p.samples and p.batch == 1), key=lambda p: p.context)
+        if not singles or not shortest.ttft_ms:
+            return 0.0
+        return max(0.0, shortest.ms - singles[0].itl_ms)
+
+    def prefill_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Prefill pass time by new tokens: the client TTFT less ``client_latency_ms`` (floored at 0.1 ms)."""
+        tok, ms = self.prefill_client_table()
+        return tok, np.maximum(ms - self.client_latency_ms(), 0.1)
 
     def decode_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(active_kv_tokens, context_length, itl_ms)`` for ``InterpolatedTiming`` (see ``resample_columns``)."""
@@ -471,7 +495,8 @@ class CalibrationResult:
                 "decode": raw_decode,
             },
         }
-        fit = fit_bursts(self.prefill_batch, out, self.block_size)
+        engine["client_latency_ms"] = _r(self.client_latency_ms())
+        fit = fit_bursts(self.prefill_batch, out, self.block_size, engine["client_latency_ms"])
         if fit is not None:
             out["prefill"]["per_request_ms"] = fit["per_request_ms"]
             out["engine"]["admit_interval_ms"] = fit["admit_interval_ms"]
@@ -502,7 +527,8 @@ def _plain(obj):
 
 _HEADER = """\
 # Timing profile measured by `dynosim calibrate` from the outside of a live engine.
-# prefill: median client TTFT of lone max_tokens=1 requests, by prompt length (new tokens).
+# prefill: median client TTFT of lone max_tokens=1 requests by prompt length, less engine.client_latency_ms
+#   (the fixed request/output handling a client sees, which the simulator adds to every token time).
 # decode: median step time with all of a batch decoding, on a common active_kv_tokens axis;
 #   each context column is resampled linearly onto it (end segments extrapolated, clamped).
 # polynomial: least-squares quadratics (highest power first). raw: every measurement, to refit.

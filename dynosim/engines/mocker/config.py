@@ -31,6 +31,10 @@ class MockerArgs(BaseModel):
                                      description="requests reach the engine at least this far apart (a real "
                                                  "server handles requests one by one); 0: all at once, as "
                                                  "Dynamo's mocker")
+    client_latency_ms: float = Field(0.0, ge=0, allow_inf_nan=False,
+                                     description="fixed delay from the engine producing a token to the client "
+                                                 "seeing it (request and output handling): shifts TTFT and E2E, "
+                                                 "not ITL or pass times; 0: Dynamo's mocker")
 
     @model_validator(mode="after")
     def _check(self) -> "MockerArgs":

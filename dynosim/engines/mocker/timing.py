@@ -238,15 +238,16 @@ def load_profile_dict(profile: str | Path) -> dict:
 
 
 def profile_engine_args(profile: str | Path) -> dict[str, int | float]:
-    """``{block_size, num_gpu_blocks, admit_interval_ms}`` from a profile's ``engine`` section (the keys it has)."""
+    """``{block_size, num_gpu_blocks, admit_interval_ms, client_latency_ms}`` from a profile's ``engine`` section."""
     raw = load_profile_dict(profile)
     eng = raw.get("engine")
     out: dict[str, int | float] = {}
-    if isinstance(eng, dict) and eng.get("admit_interval_ms") is not None:
-        v = eng["admit_interval_ms"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not np.isfinite(v):
-            raise ValueError(f"profile {profile}: engine.admit_interval_ms must be a number >= 0, got {v!r}")
-        out["admit_interval_ms"] = float(v)
+    for key in ("admit_interval_ms", "client_latency_ms"):
+        if isinstance(eng, dict) and eng.get(key) is not None:
+            v = eng[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not np.isfinite(v):
+                raise ValueError(f"profile {profile}: engine.{key} must be a number >= 0, got {v!r}")
+            out[key] = float(v)
     if isinstance(eng, dict):
         for key in ("block_size", "num_gpu_blocks"):
             v = eng.get(key)

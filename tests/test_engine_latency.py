@@ -1,0 +1,77 @@
+"""A real server's latencies outside the engine's passes: serial admission and client-visible latency."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dynosim.config import RunConfig
+from dynosim.engines.mocker.config import MockerArgs
+from dynosim.sim.simulation import simulate, summarize_state
+from dynosim.traces.mooncake import load_trace
+
+
+def _trace(tmp_path, rows):
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return load_trace(p, trace_block_size=64)
+
+
+def _cfg(**engine):
+    return RunConfig(workers=1, trace_block_size=64,
+                     engine=MockerArgs(block_size=32, timing="fixed",
+                                       timing_params={"prefill_ms": 10, "decode_ms": 5}, **engine))
+
+
+ROWS = [{"timestamp": 0, "input_length": 64, "output_length": 4, "hash_ids": [i]} for i in range(3)]
+
+
+def test_simultaneous_arrivals_batch_together_without_an_admission_interval(tmp_path):
+    st = simulate(_trace(tmp_path, ROWS), _cfg())
+    ttft = [r.first_token - r.arrival for r in st.requests]
+    assert ttft[0] == ttft[1] == ttft[2]
+
+
+def test_admission_interval_makes_the_staircase(tmp_path):
+    st = simulate(_trace(tmp_path, ROWS), _cfg(admit_interval_ms=1.0))
+    ttft = sorted(r.first_token - r.arrival for r in st.requests)
+    # the first finds the engine idle and is prefilled alone; the other two join the next pass
+    assert ttft[0] == pytest.approx(10.0) and ttft[1] == ttft[2] > ttft[0] + 9.0
+    assert all(r.status == "done" and r.generated == 4 for r in st.requests)
+
+
+def test_client_latency_shifts_token_times_not_gaps(tmp_path):
+    rows = ROWS + [{"timestamp": 0, "input_length": 128, "output_length": 3, "hash_ids": [9, 10],
+                    "session_id": "s"},
+                   {"delay": 20, "input_length": 192, "output_length": 5, "hash_ids": [9, 10, 11],
+                    "session_id": "s"}]
+    base = simulate(_trace(tmp_path, rows), _cfg())
+    late = simulate(_trace(tmp_path, rows), _cfg(client_latency_ms=7.0))
+    b = {r.line: r for r in base.requests}
+    for r in late.requests:
+        if r.turn == 0:
+            assert r.first_token - r.arrival == pytest.approx(b[r.line].first_token - b[r.line].arrival + 7.0)
+            assert r.last_token - r.first_token == pytest.approx(b[r.line].last_token - b[r.line].first_token)
+        else:  # the next turn starts when the client saw the previous one finish, 7 ms later
+            assert r.arrival == pytest.approx(b[r.line].arrival + 7.0)
+    _, s0 = summarize_state(base)
+    _, s1 = summarize_state(late)
+    assert s1["itl_ms"]["mean"] == pytest.approx(s0["itl_ms"]["mean"])
+    assert s1["token_gap_ms"]["mean"] == pytest.approx(s0["token_gap_ms"]["mean"])
+
+
+@pytest.mark.parametrize("engine", [{"client_latency_ms": 3.5}, {"admit_interval_ms": 2.0},
+                                    {"client_latency_ms": 3.5, "admit_interval_ms": 2.0}])
+def test_fast_forward_gives_identical_results_with_latencies(tmp_path, engine):
+    rows = [{"timestamp": 5 * i, "input_length": 64 + 32 * (i % 3), "output_length": 20 + i,
+             "hash_ids": [i % 2, 100 + i, 200 + i]} for i in range(12)]
+    tr = _trace(tmp_path, rows)
+    cfg = _cfg(**engine)
+    a = simulate(tr, cfg)
+    b = simulate(tr, cfg.model_copy(update={"fast_forward": False}))
+    key = lambda st: sorted((r.line, r.first_token, r.last_token, r.generated) for r in st.requests)
+    assert key(a) == key(b)
+    ga, gb = a.gaps.arrays(), b.gaps.arrays()
+    assert np.repeat(*ga).sum() == pytest.approx(np.repeat(*gb).sum())
