@@ -221,8 +221,8 @@ def per_request_prefill_ms(points: list[PrefillBatchPoint], tokens: np.ndarray, 
     return max(0.0, num / den) if den else None
 
 
-ADMIT_GRID_MS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
-PER_REQUEST_GRID_MS = (0.0, 1.0, 2.0, 4.0, 8.0)
+ADMIT_GRID_MS = (0.0, 0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+PER_REQUEST_GRID_MS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 
 
 def fit_bursts(points: list[PrefillBatchPoint], profile: dict, block_size: int | None,
