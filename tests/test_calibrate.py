@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -35,7 +34,7 @@ from dynosim.validate.calibrate import (
     resample_columns,
     write_profile,
 )
-from live.fake_server import FakeOpenAIServer, Script
+from live.fake_server import FakeOpenAIServer, Script, free_port
 
 MODEL = "fake-model"
 TTFT, PER_TOKEN = 15.0, 0.06            # prefill: 15 ms + 0.06 ms per new token
@@ -53,12 +52,6 @@ PLAN = CalibrationPlan(prefill_lengths=(32, 256, 1024), prefill_repeats=5, prefi
 
 def run(coro):
     return asyncio.run(coro)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def script(**kw) -> Script:

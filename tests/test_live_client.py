@@ -7,7 +7,6 @@ that the client measures the scripted latencies, not how precisely.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import numpy as np
@@ -19,19 +18,13 @@ from dynosim.engines.live.client import LiveClient, wait_healthy
 from dynosim.engines.live.metrics import MetricsError, delta, engine_metrics, parse_prometheus, scrape
 from dynosim.engines.live.prompts import block_tokens, prompt_token_ids, prompts_for_rows, shared_prefix_tokens
 from conftest import load_rows
-from live.fake_server import FakeOpenAIServer, Script
+from live.fake_server import FakeOpenAIServer, Script, free_port
 
 MODEL = "fake-model"
 
 
 def run(coro):
     return asyncio.run(coro)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prompt(n: int, start: int = 4) -> list[int]:

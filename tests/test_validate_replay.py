@@ -189,7 +189,9 @@ def test_replay_counts_latencies_sessions_and_prefix_hits(tmp_path, mode):
         turns = sorted((r for r in reqs if r.session == sid), key=lambda r: r.turn)
         assert [t.turn for t in turns] == [0, 1, 2]
         for a, b in zip(turns, turns[1:]):
-            assert b.arrival == pytest.approx(a.last_token + 30, abs=1e-6)
+            # scheduled its delay after the previous turn's last token; sent then (arrival = send time)
+            assert run.scheduled[b.rid] == pytest.approx(a.last_token + 30, abs=1e-6)
+            assert 0 <= b.arrival - run.scheduled[b.rid] < 50
             assert b.arrival > a.last_token > a.arrival
 
     # prefix cache: per-request hits follow the shared prefixes on the worker each request went to
@@ -700,3 +702,21 @@ def test_cli_validate_unreachable_endpoint_fails_fast_with_exit_3(tmp_path, quic
     mdf = pd.read_csv(tmp_path / "o" / "measured" / "requests.csv")
     assert len(mdf) == 6 and mdf["status"].str.contains("cannot connect").all()
     assert json.loads((tmp_path / "o" / "comparison.json").read_text())["exit_code"] == 3
+
+
+def test_prompt_hasher_prepares_every_prompt_before_the_clock_starts(tmp_path):
+    from dynosim.router.hashing import block_hashes_of_tokens
+    from dynosim.traces.mooncake import load_trace
+    from dynosim.validate.replay import PromptHasher
+
+    rows = [{"timestamp": 0, "input_length": 100, "output_length": 2, "hash_ids": [1, 2]},
+            {"timestamp": 5, "input_length": 120, "output_length": 2, "hash_ids": [1, 2]},
+            {"timestamp": 9, "input_length": 100, "output_length": 3, "hash_ids": [1, 2]}]   # same prompt again
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    h = PromptHasher(32, 64, vocab_size=VOCAB)
+    assert h.prepare(load_trace(p, trace_block_size=64)) == 2
+    tokens = prompt_token_ids([1, 2], 120, trace_block_size=64, vocab_size=VOCAB)
+    assert h.prompt((1, 2), 120) == tokens
+    assert h.sequence_hashes((1, 2), 120) == block_hashes_of_tokens(tokens, 32)[1]
+    assert h.sequence_hashes((1, 2), 100) == h.sequence_hashes((1, 2), 120)[:3]   # shared full blocks

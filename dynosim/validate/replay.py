@@ -41,19 +41,40 @@ from dynosim.traces.mooncake import Trace
 
 
 class PromptHasher:
-    """What the frontend needs of a hasher, for live runs: the real prompt's block hashes."""
+    """What the frontend needs of a hasher, for live runs: the real prompt's block hashes.
+
+    ``prepare(trace)`` builds every prompt (int32 arrays) and its hashes before
+    the clock starts, so the replay's event loop does no hashing while it
+    should be sending requests on time.
+    """
 
     def __init__(self, block_size: int, trace_block_size: int, *, vocab_size: int, low: int = 4,
                  high: int | None = None, seed: int = 0):
         self.block_size = block_size
         self.trace_block_size = trace_block_size
         self._kw = dict(trace_block_size=trace_block_size, vocab_size=vocab_size, low=low, high=high, seed=seed)
+        self._memo: dict[tuple[tuple[int, ...], int], tuple[np.ndarray, list[int]]] = {}
+
+    def _entry(self, hash_ids, input_length: int) -> tuple[np.ndarray, list[int]]:
+        key = (tuple(hash_ids), input_length)
+        hit = self._memo.get(key)
+        if hit is None:
+            tokens = prompt_token_ids(hash_ids, input_length, **self._kw)
+            hit = (np.asarray(tokens, dtype=np.int32), block_hashes_of_tokens(tokens, self.block_size)[1])
+            self._memo[key] = hit
+        return hit
+
+    def prepare(self, trace: Trace) -> int:
+        for session in trace.sessions:
+            for turn in session.turns:
+                self._entry(turn.row.hash_ids, turn.row.input_length)
+        return len(self._memo)
 
     def prompt(self, hash_ids, input_length: int) -> list[int]:
-        return prompt_token_ids(hash_ids, input_length, **self._kw)
+        return self._entry(hash_ids, input_length)[0].tolist()
 
     def sequence_hashes(self, hash_ids, input_length: int) -> list[int]:
-        return block_hashes_of_tokens(self.prompt(hash_ids, input_length), self.block_size)[1]
+        return self._entry(hash_ids, input_length)[1]
 
 
 class LiveWorker:
@@ -86,11 +107,13 @@ class LiveRun:
     decode_urls: list[str] = field(default_factory=list)   # disaggregated: the decode pool (urls = prefill)
     decode_worker: dict[int, int] = field(default_factory=dict)
     prefill_results: dict[int, CompletionResult] = field(default_factory=dict)
+    scheduled: dict[int, float] = field(default_factory=dict)  # trace arrival, where arrival_ms is the send time
 
     def frame(self) -> pd.DataFrame:
         df = requests_frame(self.requests)
         err = [None if (res := self.results.get(r.rid)) is None else res.error for r in self.requests]
         df["error"] = err
+        df["scheduled_ms"] = [self.scheduled.get(r.rid, r.arrival) for r in self.requests]
         df["cached_tokens_reported"] = [
             None if (res := self.results.get(r.rid)) is None else res.cached_tokens for r in self.requests]
         if self.decode_urls:
@@ -161,6 +184,7 @@ class LiveReplay:
         self._decode_inflight = [0] * len(self.decode_urls)
         self._decode_worker: dict[int, int] = {}
         self._prefill_results: dict[int, CompletionResult] = {}
+        self._scheduled: dict[int, float] = {}   # trace arrival time of requests whose arrival became the send time
         self.model = model
         self.request_timeout_s = request_timeout_s
         self.hasher = PromptHasher(cfg.engine.block_size, cfg.trace_block_size, vocab_size=vocab_size,
@@ -219,6 +243,10 @@ class LiveReplay:
             req.status = f"failed: in flight when the run was aborted ({(self._aborted or 'cancelled').splitlines()[0]})"
             raise
         self.results[req.rid] = res
+        # aiperf's TTFT runs from when the request was actually sent: a late client is not the engine's fault
+        pre = self._prefill_results.get(req.rid)
+        self._scheduled[req.rid] = req.arrival
+        req.arrival = clock.from_monotonic_ms(pre.t_send_ms if pre is not None else res.t_send_ms)
         problem = res.error
         if res.ok:
             if res.completion_tokens != req.osl:
@@ -316,6 +344,7 @@ class LiveReplay:
     async def run(self) -> LiveRun:
         self.clock = WallClock(1.0)
         self.router = self._router()
+        self.hasher.prepare(self.trace)
         self._abort_event = asyncio.Event()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             workers = [LiveWorker(w, LiveClient(url, self.model, timeout_s=self.request_timeout_s, session=session),
@@ -373,7 +402,7 @@ class LiveReplay:
         return LiveRun(self.frontend.requests, self.results, self.cfg, list(self.urls), wall, not_sent,
                        self._aborted, [delta(b, a) for b, a in zip(before, after)], kv_stats,
                        self.clock.max_lag_ms, self._send_lag, self.decode_urls, self._decode_worker,
-                       self._prefill_results)
+                       self._prefill_results, self._scheduled)
 
 
 def measured_is_complete(summary: dict) -> bool:

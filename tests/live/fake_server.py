@@ -363,3 +363,12 @@ class FakeOpenAIServer:
             await send("[DONE]")
         await resp.write_eof()
         return resp
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (for "unreachable endpoint" tests)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
