@@ -200,6 +200,7 @@ class LiveReplay:
         self._abort_event: asyncio.Event | None = None
         self._send_lag: list[float] = []
         self._done = 0
+        self._failed = 0
         self._worker_state: list[tuple[float, int]] = [(0.0, 0)] * cfg.workers
 
     # -- wiring ---------------------------------------------------------------------
@@ -263,10 +264,10 @@ class LiveReplay:
             frontend.on_complete(req)
         else:
             req.status = f"failed: {problem}"
+            self._failed += 1
             frontend.on_failed(req)
         if self.progress is not None:
-            self.progress(self._done, self.trace.n_requests, sum(r.status.startswith("failed")
-                                                                  for r in frontend.requests))
+            self.progress(self._done, self.trace.n_requests, self._failed)
 
     async def _serve_disaggregated(self, worker: LiveWorker, req: Request, prompt: list[int],
                                    on_token: Callable[[float, int], None]) -> CompletionResult:
