@@ -435,3 +435,50 @@ def test_interpolated_timing_adds_the_per_request_cost(tmp_path):
     path.write_text(path.read_text().replace("2.5", "-1"))
     with pytest.raises(ValueError, match="per_request_ms"):
         make_timing("interpolated", str(path))
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_calibrate_cli_writes_a_profile_that_run_accepts(tmp_path):
+    from typer.testing import CliRunner
+
+    from dynosim.cli import app
+    from live.fake_server import fleet_of
+
+    out = tmp_path / "prof.yaml"
+    with fleet_of(1, lambda: script(max_model_len=2048)) as fleet:
+        r = CliRunner().invoke(app, ["calibrate", "--endpoint", fleet.urls[0], "--served-model-name", MODEL,
+                                     "--quick", "--prefill-lengths", "32,128", "--decode-batches", "1,2",
+                                     "--decode-contexts", "64", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    prof = yaml.safe_load(out.read_text())
+    assert prof["prefill"]["new_tokens"] == [32, 128] and prof["engine"]["block_size"] == 32
+    assert prof["source"] == fleet.urls[0]
+    # the profile drives a simulation directly
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("".join(json.dumps({"timestamp": 10 * i, "input_length": 100, "output_length": 5,
+                                         "hash_ids": [i]}) + "\n" for i in range(4)))
+    r = CliRunner().invoke(app, ["run", "--trace", str(trace), "--trace-block-size", "128", "--block-size", "32",
+                                 "--timing", "interpolated", "--timing-profile", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["requests"]["completed"] == 4
+
+
+def test_calibrate_cli_bad_input():
+    from typer.testing import CliRunner
+
+    from dynosim.cli import app
+
+    r = CliRunner().invoke(app, ["calibrate", "--out", "x.yaml"])
+    assert r.exit_code == 2 and "exactly one of --endpoint" in r.output
+    r = CliRunner().invoke(app, ["calibrate", "--endpoint", "http://127.0.0.1:1", "--prefill-lengths", "a,b",
+                                 "--out", "x.yaml"])
+    assert r.exit_code == 2 and "--prefill-lengths" in r.output
+    r = CliRunner().invoke(app, ["calibrate", "--endpoint", "http://127.0.0.1:1", "--prefill-lengths", "64,32",
+                                 "--out", "x.yaml"])
+    assert r.exit_code == 2 and "increasing" in r.output
+    url = f"http://127.0.0.1:{free_port()}"
+    r = CliRunner().invoke(app, ["calibrate", "--endpoint", url, "--served-model-name", "m", "--quick",
+                                 "--out", "x.yaml"])
+    assert r.exit_code == 3 and "cannot reach the engine" in r.output

@@ -37,7 +37,7 @@ from dynosim.validate import workflow
 from dynosim.validate.compare import DEFAULT_GATE, METRIC_KEYS, compare, format_error, plot, verdict
 from dynosim.validate.replay import LiveReplay, LiveRun, measured_is_complete
 from dynosim.validate.workflow import ValidateOptions, validate
-from live.fake_server import FakeOpenAIServer, Script
+from live.fake_server import FakeOpenAIServer, Script, fleet_of
 
 MODEL = "fake-model"
 TBS = 64               # tokens per trace hash id
@@ -481,43 +481,8 @@ def test_plot_writes_a_png(tmp_path):
 # fakes on their own loop, for code that calls asyncio.run itself (workflow, CLI)
 
 
-class FakeFleet:
-    def __init__(self, n: int):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-        async def start():
-            return [await FakeOpenAIServer(script=script()).start() for _ in range(n)]
-        self.servers = self.call(start())
-
-    def call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    @property
-    def urls(self) -> list[str]:
-        return [s.base_url for s in self.servers]
-
-    def inject(self, i: int, mode: str, **kw) -> None:
-        async def go():
-            self.servers[i].inject(mode, **kw)
-        self.call(go())
-
-    def close(self) -> None:
-        for s in self.servers:
-            self.call(s.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-@contextmanager
 def fakes(n: int = 1):
-    fleet = FakeFleet(n)
-    try:
-        yield fleet
-    finally:
-        fleet.close()
+    return fleet_of(n, script)
 
 
 @pytest.fixture

@@ -36,6 +36,8 @@ Faults (``inject(mode, count=1, after_tokens=1)``), taken by the next
 from __future__ import annotations
 
 import asyncio
+from contextlib import contextmanager
+import threading
 import json
 import time
 import uuid
@@ -372,3 +374,45 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class FakeFleet:
+    """Fake servers served from a background thread's event loop."""
+
+    def __init__(self, n: int, make_script=None):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def start():
+            return [await FakeOpenAIServer(script=(make_script or Script)()).start() for _ in range(n)]
+        self.servers = self.call(start())
+
+    def call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.base_url for s in self.servers]
+
+    def inject(self, i: int, mode: str, **kw) -> None:
+        async def go():
+            self.servers[i].inject(mode, **kw)
+        self.call(go())
+
+    def close(self) -> None:
+        for s in self.servers:
+            self.call(s.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@contextmanager
+def fleet_of(n: int = 1, make_script=None):
+    """``n`` fake servers on their own event loop thread, for code that calls ``asyncio.run`` itself."""
+    fleet = FakeFleet(n, make_script)
+    try:
+        yield fleet
+    finally:
+        fleet.close()
