@@ -135,6 +135,9 @@ def test_profile_loads_as_interpolated_and_reproduces_measurements(calibrated, t
     assert raw["engine"]["block_size"] == 32 and raw["engine"]["num_gpu_blocks"] == 4096
     assert raw["engine"]["max_kv_tokens"] == 32 * 4096
     assert len(raw["raw"]["prefill"]) == 3 and len(raw["raw"]["decode"]) == 6
+    # the fixed cost of a pass: a single stream's decode step (capped by the smallest prefill pass)
+    assert raw["decode"]["pass_overhead_ms"] == pytest.approx(
+        min(res.pass_overhead_ms(), raw["prefill"]["ms"][0]), abs=1e-3) and raw["decode"]["pass_overhead_ms"] > 0
     assert "T" in raw["calibrated_at"]
     assert profile_engine_args(path) == {"block_size": 32, "num_gpu_blocks": 4096,
                                          "admit_interval_ms": raw["engine"]["admit_interval_ms"],

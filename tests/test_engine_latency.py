@@ -75,3 +75,32 @@ def test_fast_forward_gives_identical_results_with_latencies(tmp_path, engine):
     assert key(a) == key(b)
     ga, gb = a.gaps.arrays(), b.gaps.arrays()
     assert np.repeat(*ga).sum() == pytest.approx(np.repeat(*gb).sum())
+
+
+def test_pass_overhead_is_charged_once_in_a_mixed_pass(tmp_path):
+    """A pass that prefills and decodes pays the fixed per-pass cost once (measured profiles say how much)."""
+    prof = tmp_path / "p.yaml"
+    prof.write_text("prefill: {new_tokens: [32, 1032], ms: [10, 110]}\n"
+                    "decode: {active_kv_tokens: [0, 100000], context_length: [100], itl_ms: [[6], [6]],"
+                    " pass_overhead_ms: 4}\n")
+    rows = [{"timestamp": 0, "input_length": 64, "output_length": 30, "hash_ids": [1]},
+            {"timestamp": 50, "input_length": 64, "output_length": 2, "hash_ids": [2]}]
+
+    def first_gap_after(overhead_file):
+        eng = MockerArgs(block_size=32, timing="interpolated", timing_profile=str(overhead_file))
+        st = simulate(_trace(tmp_path, rows), RunConfig(workers=1, trace_block_size=64, engine=eng,
+                                                        fast_forward=False))
+        a, b = sorted(st.requests, key=lambda r: r.line)
+        return b.first_token - b.arrival, a, b
+
+    ttft, a, b = first_gap_after(prof)
+    plain = tmp_path / "q.yaml"
+    plain.write_text(prof.read_text().replace(", pass_overhead_ms: 4", ""))
+    ttft0, a0, _ = first_gap_after(plain)
+    # request b arrives while a decodes: b's prefill (10 + 32 x 0.1 = 13.2 ms) shares a pass with a's decode
+    # step (6 ms): 19.2 ms without the overhead rule, 15.2 ms with it; a's whole decode is 4 ms shorter
+    assert a.last_token - a.first_token == pytest.approx(a0.last_token - a0.first_token - 4.0)
+    assert a0.last_token - a0.first_token == pytest.approx(29 * 6.0 + 13.2)
+    pure = simulate(_trace(tmp_path, rows[:1]), RunConfig(workers=1, trace_block_size=64, engine=MockerArgs(
+        block_size=32, timing="interpolated", timing_profile=str(prof))))
+    assert pure.requests[0].last_token - pure.requests[0].first_token == pytest.approx(29 * 6.0)  # no mixed pass

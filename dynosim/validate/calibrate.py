@@ -412,6 +412,15 @@ class CalibrationResult:
             return 0.0
         return max(0.0, shortest.ms - singles[0].itl_ms)
 
+    def pass_overhead_ms(self) -> float:
+        """Fixed cost of a forward pass: the step of a single decoding stream at the smallest context.
+
+        Both the prefill table and the decode table contain it; the simulator
+        charges a pass that does both only once.
+        """
+        singles = sorted((p for p in self.decode if p.samples and p.batch == 1), key=lambda p: p.context)
+        return float(singles[0].itl_ms) if singles else 0.0
+
     def prefill_table(self) -> tuple[np.ndarray, np.ndarray]:
         """Prefill pass time by new tokens: the client TTFT less ``client_latency_ms`` (floored at 0.1 ms)."""
         tok, ms = self.prefill_client_table()
@@ -496,6 +505,9 @@ class CalibrationResult:
             },
         }
         engine["client_latency_ms"] = _r(self.client_latency_ms())
+        overhead = self.pass_overhead_ms()
+        if overhead:
+            out["decode"]["pass_overhead_ms"] = _r(min(overhead, float(ms[0])))
         fit = fit_bursts(self.prefill_batch, out, self.block_size, engine["client_latency_ms"])
         if fit is not None:
             out["prefill"]["per_request_ms"] = fit["per_request_ms"]

@@ -117,7 +117,10 @@ class InterpolatedTiming:
     ``dynosim calibrate`` from bursts of simultaneous prompts) adds a fixed cost
     per request beyond the first in a prefill pass: the per-request work of a
     real server (request setup, scheduling, output handling) that a token table
-    cannot see. 0 by default, which is the published tables' semantics.
+    cannot see. ``pass_overhead_ms`` (profile ``decode.pass_overhead_ms``) is
+    the fixed cost of one forward pass that both tables contain; a pass that
+    prefills and decodes is charged it once. Both are 0 by default, which is
+    the published tables' (and Dynamo's) semantics.
     Tables come from a profile file (YAML or JSON, or Dynamo's NPZ keys) written
     by ``dynosim calibrate`` or taken from published measurements.
     """
@@ -130,6 +133,7 @@ class InterpolatedTiming:
     source: str = ""
     name: str = "interpolated"
     prefill_per_request_ms: float = 0.0
+    pass_overhead_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.decode_itl.shape != (len(self.decode_kv_tokens), len(self.decode_ctx)):
@@ -144,6 +148,8 @@ class InterpolatedTiming:
                 raise ValueError(f"profile {self.source}: {name} must be non-empty and strictly increasing")
         if not (self.prefill_per_request_ms >= 0 and np.isfinite(self.prefill_per_request_ms)):
             raise ValueError(f"profile {self.source}: prefill.per_request_ms must be a finite number >= 0")
+        if not (self.pass_overhead_ms >= 0 and np.isfinite(self.pass_overhead_ms)):
+            raise ValueError(f"profile {self.source}: decode.pass_overhead_ms must be a finite number >= 0")
 
     def prefill_ms(self, batch_size: int, mean_isl: int, mean_prefix: int) -> float:
         t = batch_size * (mean_isl - mean_prefix)
@@ -191,7 +197,8 @@ class InterpolatedTiming:
             return cls(np.asarray(pre["new_tokens"], float), np.asarray(pre["ms"], float),
                        np.asarray(dec["active_kv_tokens"], float), np.asarray(dec["context_length"], float),
                        np.asarray(dec["itl_ms"], float), source=str(path),
-                       prefill_per_request_ms=float(pre.get("per_request_ms", 0.0)))
+                       prefill_per_request_ms=float(pre.get("per_request_ms", 0.0)),
+                       pass_overhead_ms=float(dec.get("pass_overhead_ms", 0.0)))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"profile {path}: expected prefill.{{new_tokens,ms}} and "
                              f"decode.{{active_kv_tokens,context_length,itl_ms}} ({exc!r})") from None
