@@ -21,8 +21,8 @@ def imported_modules(path: Path) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("path", sorted((PKG / "router").rglob("*.py")) + [PKG / "clock.py"],
-                         ids=lambda p: str(p.relative_to(PKG)))
+@pytest.mark.parametrize("path", sorted((PKG / "router").rglob("*.py")) + sorted((PKG / "disagg").rglob("*.py"))
+                         + [PKG / "clock.py"], ids=lambda p: str(p.relative_to(PKG)))
 def test_router_and_clock_import_no_simpy_aiohttp_or_simulator(path):
     bad = {m for m in imported_modules(path)
            if m.split(".")[0] in ("simpy", "aiohttp") or m.startswith(("dynosim.sim", "dynosim.engines"))}

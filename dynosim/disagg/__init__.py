@@ -1,0 +1,1 @@
+"""Disaggregated prefill/decode: the KV hand-off between pools (transfer timing, links)."""
