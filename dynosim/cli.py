@@ -14,7 +14,8 @@ from rich.table import Table
 
 from dynosim import __version__
 from dynosim.api import RunResult, run as run_api
-from dynosim.config import RouterParams, RunConfig
+from dynosim.config import DisaggConfig, RouterParams, RunConfig
+from dynosim.disagg.transfer import TransferConfig
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.timing import TIMING_MODELS
 from dynosim.router.policies import POLICIES
@@ -112,6 +113,15 @@ def totals_table(res: RunResult) -> Table:
 def run(
     trace: Path = typer.Option(..., "--trace", "-t", help="Mooncake-style JSONL trace"),
     workers: int = typer.Option(1, "--workers", "-w", help="aggregated engine workers"),
+    prefill_workers: int = typer.Option(0, help="disaggregated: prefill workers (with --decode-workers)"),
+    decode_workers: int = typer.Option(0, help="disaggregated: decode workers"),
+    kv_transfer_link: str = typer.Option("rdma", help="disaggregated KV hand-off link preset: nvlink, rdma, tcp"),
+    kv_transfer_bandwidth: Optional[float] = typer.Option(None, help="hand-off bandwidth in GB/s (overrides "
+                                                          "the preset)"),
+    kv_transfer_latency_ms: Optional[float] = typer.Option(None, help="hand-off latency (overrides the preset)"),
+    kv_model: str = typer.Option("llama-3.1-8b", help="KV shape preset for bytes per token"),
+    kv_transfer_contention: bool = typer.Option(False, "--kv-transfer-contention/--no-kv-transfer-contention",
+                                                help="hand-offs queue on one shared link"),
     router_mode: RouterMode = typer.Option("round-robin", "--router-mode", help="routing policy"),
     num_gpu_blocks: int = typer.Option(16384, help="KV capacity per worker, in blocks"),
     block_size: int = typer.Option(64, help="tokens per KV block"),
@@ -160,8 +170,18 @@ def run(
             tie_break=router_tie_break, queue_threshold=router_queue_threshold, queue_policy=router_queue_policy,
             device_types=[d.strip() for d in device_types.split(",")] if device_types else None,
             policy_options=_parse_options(router_option))
+        disagg = None
+        if prefill_workers or decode_workers:
+            if prefill_workers < 1 or decode_workers < 1:
+                _fail("disaggregated serving needs --prefill-workers >= 1 and --decode-workers >= 1")
+            disagg = DisaggConfig(prefill_workers=prefill_workers, decode_workers=decode_workers,
+                                  transfer=TransferConfig(model=kv_model, link=kv_transfer_link,
+                                                          bandwidth_gbps=kv_transfer_bandwidth,
+                                                          latency_ms=kv_transfer_latency_ms,
+                                                          contention=kv_transfer_contention))
         cfg = RunConfig(workers=workers, router_mode=router_mode.value, engine=engine, router=router,
-                        trace_block_size=trace_block_size, arrival_speedup=arrival_speedup, seed=seed)
+                        trace_block_size=trace_block_size, arrival_speedup=arrival_speedup, seed=seed,
+                        disagg=disagg)
     except ValidationError as exc:
         _fail(_validation_message(exc))
     if not trace.exists():

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dynosim.disagg.transfer import TransferConfig
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.router.policies import canonical_mode
 from dynosim.router.queue import QUEUE_POLICIES
@@ -39,12 +40,23 @@ class RouterParams(BaseModel):
         return v
 
 
+class DisaggConfig(BaseModel):
+    """Disaggregated serving: a prefill pool hands each prompt's KV to a decode pool (xPyD)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prefill_workers: int = Field(1, gt=0)
+    decode_workers: int = Field(1, gt=0)
+    transfer: TransferConfig = Field(default_factory=TransferConfig, description="KV hand-off timing")
+
+
 class RunConfig(BaseModel):
     """One simulated deployment replaying one trace."""
 
     model_config = ConfigDict(extra="forbid")
 
-    workers: int = Field(1, gt=0, description="aggregated engine workers")
+    workers: int = Field(1, gt=0, description="aggregated engine workers (ignored when disagg is set)")
+    disagg: DisaggConfig | None = Field(None, description="prefill and decode pools instead of one pool")
     router_mode: str = Field("round-robin", description="routing policy name")
     router: RouterParams = Field(default_factory=RouterParams)
     engine: MockerArgs = Field(default_factory=MockerArgs)
@@ -60,4 +72,5 @@ class RunConfig(BaseModel):
 
     @property
     def num_gpus(self) -> int:
-        return self.workers * self.engine.gpus_per_worker
+        n = self.workers if self.disagg is None else self.disagg.prefill_workers + self.disagg.decode_workers
+        return n * self.engine.gpus_per_worker

@@ -59,6 +59,9 @@ class Frontend:
             req.status = f"failed: needs {need} KV blocks, engine holds {self.capacity}"
             self._next_turn(req, now)
             return
+        self._route_new(req, now)
+
+    def _route_new(self, req: Request, now: float) -> None:
         w = self.router.route(req, now)
         if w is not None:
             self.workers[w].submit(req)

@@ -95,7 +95,12 @@ def simulate(trace: Trace, cfg: RunConfig) -> SimState:
     """Replay ``trace`` through ``cfg``'s deployment in virtual time."""
     t0 = time.perf_counter()
     clock = SimClock()
-    cluster = build_cluster(trace, cfg, clock)
+    if cfg.disagg is not None:
+        from dynosim.sim.disagg import build_disagg_cluster
+
+        cluster = build_disagg_cluster(trace, cfg, clock)
+    else:
+        cluster = build_cluster(trace, cfg, clock)
     cluster.frontend.start()
     # The event loop allocates millions of short-lived, acyclic objects: reference counting
     # frees them, and pausing the cyclic collector saves its repeated full scans.

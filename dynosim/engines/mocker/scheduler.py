@@ -52,7 +52,15 @@ class PassResult:
 
 
 class VllmScheduler:
-    def __init__(self, args: MockerArgs, timing: TimingModel | None = None, sink: EventSink | None = None):
+    def __init__(self, args: MockerArgs, timing: TimingModel | None = None, sink: EventSink | None = None,
+                 role: str = "aggregated"):
+        """``role="decode"``: a disaggregated decode worker. The prompt's KV arrives from a prefill
+        worker, so admitting it still takes blocks and token budget but no prefill time (as
+        Dynamo's mocker). Prefill workers need no role: their requests ask for one token."""
+        if role not in ("aggregated", "prefill", "decode"):
+            raise ValueError(f"unknown worker role {role!r}")
+        self.role = role
+        self._prefill_free = role == "decode"
         self.args = args
         self.timing = timing if timing is not None else make_timing(args.timing, args.timing_profile, args.timing_params)
         # fixed cost of one forward pass that both the prefill and the decode time contain (measured profiles):
@@ -258,7 +266,7 @@ class VllmScheduler:
         result = PassResult(0.0, preempted=preempted, failed=failed,
                             scheduled_tokens=self.args.max_num_batched_tokens - budget)
         prefill_ms = 0.0
-        if batch:
+        if batch and not self._prefill_free:
             prefill_ms = _ns(self.timing.prefill_ms(batch, total_isl // batch, total_prefix // batch) / self.speed)
             result.prefill_tokens = total_isl - total_prefix
 

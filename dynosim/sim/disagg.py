@@ -1,0 +1,157 @@
+"""Disaggregated serving in the simulator: prefill pool → KV transfer → decode pool.
+
+As Dynamo's offline disaggregated replay does it: each request first goes,
+as a hidden one-token twin, through the prefill router to a prefill worker;
+when the twin completes, the prefill router frees it (its KV blocks return
+to the prefill worker's cache) and the KV hand-off starts. When the KV has
+arrived (``TransferConfig``: ISL × bytes per token / bandwidth + latency,
+optionally queued on a shared link) the original request, with its full
+output length, is routed by the decode router (cost = decode blocks only) to
+a decode worker, which allocates the prompt's KV without prefill time and
+decodes. So TTFT = prefill queue + prefill + transfer + decode queue + first
+decode pass. Prefix reuse is what the prefill side found cached.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from dynosim.config import RunConfig
+from dynosim.disagg.transfer import LinkState
+from dynosim.engines.mocker.scheduler import VllmScheduler
+from dynosim.engines.mocker.timing import make_timing
+from dynosim.request import Request
+from dynosim.router.hashing import BlockHasher
+from dynosim.router.router import Router
+from dynosim.sim.clock import PRIO_ARRIVAL, Clock
+from dynosim.sim.frontend import Frontend
+from dynosim.sim.worker import TokenGaps, Worker
+from dynosim.traces.mooncake import Trace
+
+
+class DisaggFrontend(Frontend):
+    def __init__(self, clock: Clock, trace: Trace, hasher: BlockHasher, prefill_router: Router,
+                 prefill_workers: Sequence[Worker], decode_router: Router, decode_workers: Sequence[Worker],
+                 kv_capacity_blocks: int, link: LinkState):
+        super().__init__(clock, trace, hasher, prefill_router, prefill_workers, kv_capacity_blocks)
+        self.decode_router = decode_router
+        self.decode_workers = decode_workers
+        self.link = link
+        self._pending: dict[int, tuple[Request, Request]] = {}   # rid -> (twin, original) until prefill is done
+        self._prefill_reuse: dict[int, tuple[int, int]] = {}      # rid -> prefill-side (reused, first_reused)
+
+    def _route_new(self, req: Request, now: float) -> None:
+        twin = Request(req.rid, req.isl, 1, req.hash_ids, req.seq_hashes, now, session=req.session, turn=req.turn,
+                       line=req.line, priority=req.priority, hints=req.hints)
+        self._pending[req.rid] = (twin, req)
+        w = self.router.route(twin, now)
+        if w is not None:
+            self.workers[w].submit(twin)
+        else:
+            req.status = twin.status
+
+    # -- prefill workers ---------------------------------------------------------------
+    def on_prefill_first_token(self, twin: Request) -> None:
+        self._dispatch(self.router.on_first_token(twin, self.clock.now()))
+
+    def on_prefill_complete(self, twin: Request) -> None:
+        now = self.clock.now()
+        self._dispatch(self.router.on_complete(twin, now))
+        _, req = self._pending.pop(twin.rid)
+        req.routed = twin.routed
+        self._prefill_reuse[req.rid] = (twin.reused, twin.first_reused)
+        req.status = "transferring"
+        self.clock.call_at(self.link.schedule(now, req.isl), lambda: self._to_decode(req), PRIO_ARRIVAL)
+
+    def on_prefill_failed(self, twin: Request) -> None:
+        now = self.clock.now()
+        self._dispatch(self.router.on_complete(twin, now))
+        _, req = self._pending.pop(twin.rid)
+        req.status = twin.status
+        self._next_turn(req, now)
+
+    def _dispatch(self, released: list[tuple[Request, int]]) -> None:
+        for twin, w in released:
+            twin.status = "pending"
+            self._pending[twin.rid][1].status = "pending"
+            self.workers[w].submit(twin)
+
+    # -- decode workers -------------------------------------------------------------------
+    def _to_decode(self, req: Request) -> None:
+        req.status = "pending"
+        w = self.decode_router.route(req, self.clock.now())
+        if w is not None:
+            self.decode_workers[w].submit(req)
+
+    def _dispatch_decode(self, released: list[tuple[Request, int]]) -> None:
+        for req, w in released:
+            req.status = "pending"
+            self.decode_workers[w].submit(req)
+
+    def on_first_token(self, req: Request) -> None:
+        self._dispatch_decode(self.decode_router.on_first_token(req, self.clock.now()))
+
+    def on_complete(self, req: Request) -> None:
+        self._dispatch_decode(self.decode_router.on_complete(req, self.clock.now()))
+        req.reused, req.first_reused = self._prefill_reuse.pop(req.rid)
+        self._next_turn(req, req.last_token)
+
+    def on_failed(self, req: Request) -> None:
+        self._dispatch_decode(self.decode_router.on_complete(req, self.clock.now()))
+        self._prefill_reuse.pop(req.rid, None)
+        self._next_turn(req, self.clock.now())
+
+
+def build_disagg_cluster(trace: Trace, cfg: RunConfig, clock: Clock):
+    """Wire frontend → prefill router → prefill workers → link → decode router → decode workers."""
+    from dynosim.sim.simulation import Cluster
+
+    d = cfg.disagg
+    assert d is not None
+    timing = make_timing(cfg.engine.timing, cfg.engine.timing_profile, cfg.engine.timing_params)
+    params = cfg.router.model_dump()
+    params.update(params.pop("policy_options"))
+    prefill: list[Worker] = []
+    decode: list[Worker] = []
+    fr: list[DisaggFrontend] = []
+
+    def metrics_of(pool: list[Worker]):
+        def worker_metrics(wid: int) -> tuple[float, int]:
+            sched = pool[wid].sched
+            return sched.kv.num_active / cfg.engine.num_gpu_blocks, len(sched.waiting)
+        return worker_metrics
+
+    bs = cfg.engine.block_size
+    prefill_router = Router(cfg.router_mode, d.prefill_workers, bs, seed=cfg.seed,
+                            max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
+                            worker_metrics=metrics_of(prefill), **params)
+    # Dynamo's decode router: decode blocks only (no prefill term, no overlap credit)
+    decode_router = Router("kv", d.decode_workers, bs, seed=cfg.seed + 1, kv_events=False,
+                           overlap_score_credit=0.0, prefill_load_scale=0.0,
+                           max_num_batched_tokens=cfg.engine.max_num_batched_tokens, worker_metrics=metrics_of(decode))
+    gaps = TokenGaps()
+
+    def kv_events(wid: int, events: list) -> None:
+        for kind, hashes, parent in events:
+            prefill_router.on_kv_event(wid, kind, hashes, parent)
+
+    for wid in range(d.prefill_workers):
+        w = Worker(wid, clock, None, gaps, lambda r: fr[0].on_prefill_first_token(r),
+                   lambda r: fr[0].on_prefill_complete(r), on_failed=lambda r: fr[0].on_prefill_failed(r),
+                   fast_forward=cfg.fast_forward, on_kv_events=kv_events if prefill_router.wants_kv_events else None,
+                   admit_interval_ms=cfg.engine.admit_interval_ms)
+        w.sched = VllmScheduler(cfg.engine, timing, sink=w.record_kv_event if prefill_router.wants_kv_events else None,
+                                role="prefill")
+        prefill.append(w)
+    for wid in range(d.decode_workers):
+        w = Worker(wid, clock, None, gaps, lambda r: fr[0].on_first_token(r), lambda r: fr[0].on_complete(r),
+                   on_failed=lambda r: fr[0].on_failed(r), fast_forward=cfg.fast_forward,
+                   client_latency_ms=cfg.engine.client_latency_ms)
+        w.sched = VllmScheduler(cfg.engine, timing, role="decode")
+        decode.append(w)
+    hasher = BlockHasher(bs, cfg.trace_block_size)
+    link = LinkState(d.transfer)
+    frontend = DisaggFrontend(clock, trace, hasher, prefill_router, prefill, decode_router, decode,
+                              cfg.engine.num_gpu_blocks, link)
+    fr.append(frontend)
+    return Cluster(frontend, prefill_router, prefill + decode, gaps)
