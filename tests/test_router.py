@@ -194,3 +194,24 @@ def test_router_queues_when_all_busy_and_drains():
     assert router.route(big[2], 0.0) is None and len(router.queue) == 1
     released = router.on_first_token(big[0], 10.0)
     assert [(r.rid, w) for r, w in released] == [(2, 0)] and big[2].routed == 10.0
+
+
+def test_kv_cost_options_of_the_disaggregated_routers():
+    """Prefill router: no decode-blocks term; decode router: active blocks counted without deduplication."""
+    from dynosim.router.router import Router
+
+    def req(rid, hashes):
+        from dynosim.request import Request
+        return Request(rid, 32 * len(hashes), 4, tuple(hashes), list(hashes), 0.0)
+
+    base = Router("kv", 2, 32, seed=0, kv_events=False, overlap_score_credit=0.0, prefill_load_scale=0.0)
+    nodedup = Router("kv", 2, 32, seed=0, kv_events=False, overlap_score_credit=0.0, prefill_load_scale=0.0,
+                     assume_kv_reuse=False)
+    noblocks = Router("kv", 2, 32, seed=0, kv_events=False, track_active_blocks=False)
+    for r in (base, nodedup, noblocks):
+        r.load.add(0, 0, [1, 2, 3], 0)
+        r.load.add(1, 0, [1, 2, 3], 0)   # the same three blocks again on worker 0
+    probe = req(9, [1, 2, 3, 4])
+    assert base.policy.logits(probe, base._context(0.0)) == [3 + 1, 4]       # distinct 3 + 1 new block
+    assert nodedup.policy.logits(probe, nodedup._context(0.0)) == [6 + 4, 4]  # 6 held + all 4 of the probe
+    assert noblocks.policy.logits(probe, noblocks._context(0.0)) == [4.0, 4.0]  # prefill term only: 128/32

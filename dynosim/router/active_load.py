@@ -22,6 +22,7 @@ class ActiveLoad:
         self.n_workers = n_workers
         self.prefill_tokens: list[int] = [0] * n_workers
         self.distinct_blocks: list[int] = [0] * n_workers
+        self.total_blocks: list[int] = [0] * n_workers   # without deduplication (Dynamo's assume_kv_reuse=false)
         self.requests: list[int] = [0] * n_workers
         self._counts: list[dict[int, int]] = [{} for _ in range(n_workers)]
         self._inflight: dict[int, tuple[int, Sequence[int], int]] = {}  # rid -> (worker, hashes, prefill)
@@ -30,6 +31,7 @@ class ActiveLoad:
         self.n_workers += 1
         self.prefill_tokens.append(0)
         self.distinct_blocks.append(0)
+        self.total_blocks.append(0)
         self.requests.append(0)
         self._counts.append({})
         return self.n_workers - 1
@@ -40,6 +42,7 @@ class ActiveLoad:
         self._inflight[rid] = (worker, seq_hashes, prefill_tokens)
         self.prefill_tokens[worker] += prefill_tokens
         self.requests[worker] += 1
+        self.total_blocks[worker] += len(seq_hashes)
         counts = self._counts[worker]
         if counts.keys().isdisjoint(seq_hashes):
             counts.update(dict.fromkeys(seq_hashes, 1))
@@ -72,6 +75,7 @@ class ActiveLoad:
         worker, hashes, tokens = entry
         self.prefill_tokens[worker] -= tokens
         self.requests[worker] -= 1
+        self.total_blocks[worker] -= len(hashes)
         counts = self._counts[worker]
         cs = list(map(counts.__getitem__, hashes))
         if cs.count(1) == len(cs):

@@ -111,6 +111,9 @@ def build_disagg_cluster(trace: Trace, cfg: RunConfig, clock: Clock):
     timing = make_timing(cfg.engine.timing, cfg.engine.timing_profile, cfg.engine.timing_params)
     params = cfg.router.model_dump()
     params.update(params.pop("policy_options"))
+    # as Dynamo configures them: the prefill router weighs prefill load and overlap only (its requests
+    # leave at once), the decode router counts decode blocks only, without deduplication
+    params.setdefault("track_active_blocks", False)
     prefill: list[Worker] = []
     decode: list[Worker] = []
     fr: list[DisaggFrontend] = []
@@ -127,7 +130,7 @@ def build_disagg_cluster(trace: Trace, cfg: RunConfig, clock: Clock):
                             worker_metrics=metrics_of(prefill), **params)
     # Dynamo's decode router: decode blocks only (no prefill term, no overlap credit)
     decode_router = Router("kv", d.decode_workers, bs, seed=cfg.seed + 1, kv_events=False,
-                           overlap_score_credit=0.0, prefill_load_scale=0.0,
+                           overlap_score_credit=0.0, prefill_load_scale=0.0, assume_kv_reuse=False,
                            max_num_batched_tokens=cfg.engine.max_num_batched_tokens, worker_metrics=metrics_of(decode))
     gaps = TokenGaps()
 

@@ -24,7 +24,11 @@ class KvPolicy:
     uses_load = True
 
     def __init__(self, seed: int = 0, *, overlap_score_credit: float = 1.0, prefill_load_scale: float = 1.0,
-                 temperature: float = 0.0, tie_break: str = "random", **_: object):
+                 temperature: float = 0.0, tie_break: str = "random", track_active_blocks: bool = True,
+                 assume_kv_reuse: bool = True, **_: object):
+        """``track_active_blocks=False``: no decode-blocks term (Dynamo's prefill router in disaggregated
+        serving); ``assume_kv_reuse=False``: active blocks counted without deduplication across requests
+        (its decode router)."""
         if not 0.0 <= overlap_score_credit <= 1.0:
             raise ValueError("overlap_score_credit must be in [0, 1]")
         if prefill_load_scale < 0 or temperature < 0:
@@ -35,22 +39,30 @@ class KvPolicy:
         self.scale = prefill_load_scale
         self.temperature = temperature
         self.tie_break = tie_break
+        self.track_active_blocks = track_active_blocks
+        self.assume_kv_reuse = assume_kv_reuse
 
     def logits(self, req: Request, ctx: RoutingContext) -> list[float]:
         bs = ctx.block_size
         ov = ctx.overlap(req)
         load = ctx.load
-        m = load.active_depths(req.seq_hashes)
         q = len(req.seq_hashes)
         isl = req.isl
-        A, D = load.prefill_tokens, load.distinct_blocks
+        A = load.prefill_tokens
         credit, scale = self.credit, self.scale
+        if not self.track_active_blocks:
+            decode = [0] * (max(ctx.workers, default=0) + 1)
+        elif self.assume_kv_reuse:
+            m, D = load.active_depths(req.seq_hashes), load.distinct_blocks
+            decode = [D[w] + (q - m[w]) for w in range(len(D))]
+        else:
+            decode = [t + q for t in load.total_blocks]
         out = []
         for w in ctx.workers:
             prefill = (A[w] + isl) / bs - credit * ov[w]
             if prefill < 0.0:
                 prefill = 0.0
-            out.append(scale * prefill + D[w] + (q - m[w]))
+            out.append(scale * prefill + decode[w])
         return out
 
     def select(self, req: Request, ctx: RoutingContext) -> int:
