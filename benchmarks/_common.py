@@ -34,9 +34,18 @@ from dynosim.traces import load_trace
 args = json.loads(sys.argv[1])
 t0 = time.perf_counter()
 trace = load_trace(args["trace"], trace_block_size=512, speedup=args["arrival_speedup"])
-res = dynosim.run(trace, workers=args["workers"], router_mode=args["router_mode"], seed=args["seed"],
-                  arrival_speedup=args["arrival_speedup"],
-                  engine={{"block_size": args["block_size"], "num_gpu_blocks": args["num_gpu_blocks"]}})
+engine = {{"block_size": args["block_size"], "num_gpu_blocks": args["num_gpu_blocks"]}}
+if args.get("disagg"):
+    from dynosim.config import RunConfig
+    d = args["disagg"]
+    cfg = RunConfig(router_mode=args["router_mode"], seed=args["seed"], arrival_speedup=args["arrival_speedup"],
+                    engine=engine, disagg={{"prefill_workers": d["prefill_workers"], "decode_workers": d["decode_workers"],
+                                           "transfer": {{"model": d["model"], "link": None,
+                                                        "bandwidth_gbps": d["bandwidth_gbps"], "latency_ms": 0.0}}}})
+    res = dynosim.run(trace, config=cfg)
+else:
+    res = dynosim.run(trace, workers=args["workers"], router_mode=args["router_mode"], seed=args["seed"],
+                      arrival_speedup=args["arrival_speedup"], engine=engine)
 wall = time.perf_counter() - t0
 out = {{"wall_s": wall, "sim_wall_s": res.summary["run"]["sim_wall_s"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -48,11 +57,15 @@ print(json.dumps(out))
 
 
 def run_dynosim(trace: str, workers: int, router_mode: str, *, block_size: int = 64, num_gpu_blocks: int = 16384,
-                arrival_speedup: float = 1.0, seed: int = 0, requests_out: str | None = None) -> dict:
-    """Replay in a fresh interpreter; wall_s covers trace loading, simulation and summary."""
+                arrival_speedup: float = 1.0, seed: int = 0, requests_out: str | None = None,
+                disagg: dict | None = None) -> dict:
+    """Replay in a fresh interpreter; wall_s covers trace loading, simulation and summary.
+
+    ``disagg``: {prefill_workers, decode_workers, bandwidth_gbps, model} for a disaggregated replay.
+    """
     args = dict(trace=str(trace), workers=workers, router_mode=router_mode, block_size=block_size,
                 num_gpu_blocks=num_gpu_blocks, arrival_speedup=arrival_speedup, seed=seed,
-                requests_out=requests_out)
+                requests_out=requests_out, disagg=disagg)
     proc = subprocess.run([sys.executable, "-c", _CHILD.format(root=str(ROOT)), json.dumps(args)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
@@ -91,7 +104,7 @@ def find_dynamo_python(explicit: str | None) -> tuple[str | None, str]:
 
 def run_dynamo(python: str, trace: str, workers: int, router_mode: str, *, block_size: int = 64,
                num_gpu_blocks: int = 16384, arrival_speedup: float = 1.0,
-               requests_out: str | None = None) -> dict:
+               requests_out: str | None = None, disagg: dict | None = None) -> dict:
     if router_mode not in DYNAMO_MODES:
         raise ValueError(f"Dynamo's replay has no equivalent of router mode {router_mode!r}")
     cmd = [python, str(ROOT / "benchmarks" / "dynamo_ref.py"), "--trace", str(trace),
@@ -100,6 +113,10 @@ def run_dynamo(python: str, trace: str, workers: int, router_mode: str, *, block
            "--arrival-speedup", str(arrival_speedup)]
     if requests_out:
         cmd += ["--requests-out", requests_out]
+    if disagg:
+        cmd += ["--num-prefill-workers", str(disagg["prefill_workers"]), "--num-decode-workers",
+                str(disagg["decode_workers"]), "--kv-transfer-bandwidth", str(disagg["bandwidth_gbps"]),
+                "--kv-bytes-per-token", str(disagg["bytes_per_token"])]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DYN_LOG": "error"})
     if proc.returncode != 0:
         raise RuntimeError(f"Dynamo reference run failed:\n{proc.stderr[-3000:]}")

@@ -56,6 +56,9 @@ def main() -> int:
     ap.add_argument("--arrival-speedup", type=float, default=1.0,
                     help="trace timestamps are divided by this (default: %(default)s)")
     ap.add_argument("--runs", type=int, default=1, help="runs per side, averaged (use 3+ for kv)")
+    ap.add_argument("--prefill-workers", type=int, default=0, help="disaggregated: prefill workers (e.g. 4)")
+    ap.add_argument("--decode-workers", type=int, default=0, help="disaggregated: decode workers (e.g. 12)")
+    ap.add_argument("--kv-bandwidth", type=float, default=64.0, help="disaggregated: KV transfer GB/s")
     ap.add_argument("--per-request", action="store_true", help="also compare every request (round-robin)")
     ap.add_argument("--dynamo-python", default=None, help="python of a venv with ai-dynamo (or $DYNOSIM_DYNAMO_PYTHON)")
     args = ap.parse_args()
@@ -72,6 +75,10 @@ def main() -> int:
 
 def compare(args, py: str, tmp: Path) -> int:
     kw = dict(block_size=args.block_size, num_gpu_blocks=args.num_gpu_blocks, arrival_speedup=args.arrival_speedup)
+    if args.prefill_workers or args.decode_workers:
+        # Llama-3.1-8B in bf16: 32 layers x K,V x 8 KV heads x 128 dims x 2 bytes
+        kw["disagg"] = dict(prefill_workers=args.prefill_workers, decode_workers=args.decode_workers,
+                            bandwidth_gbps=args.kv_bandwidth, model="llama-3.1-8b", bytes_per_token=131_072)
     ours, theirs = [], []
     for i in range(args.runs):
         per = args.per_request and i == 0
@@ -79,7 +86,9 @@ def compare(args, py: str, tmp: Path) -> int:
                                 requests_out=str(tmp / "ours.parquet") if per else None, **kw)["summary"])
         theirs.append(run_dynamo(py, args.trace, args.workers, args.router_mode,
                                  requests_out=str(tmp / "dyn.jsonl") if per else None, **kw)["report"])
-    print(f"trace {args.trace}; {args.workers} workers, router {args.router_mode}, block {args.block_size}, "
+    pools = (f"{args.prefill_workers} prefill + {args.decode_workers} decode workers, KV at {args.kv_bandwidth} GB/s"
+             if "disagg" in kw else f"{args.workers} workers")
+    print(f"trace {args.trace}; {pools}, router {args.router_mode}, block {args.block_size}, "
           f"{args.num_gpu_blocks} blocks, arrival ×{args.arrival_speedup}; {args.runs} run(s) per side")
     print(f"{'metric':34s} {'dynosim':>14s} {'Dynamo':>14s} {'diff':>10s}  target")
     missed = 0

@@ -34,9 +34,9 @@ def test_one_request_ttft_is_prefill_plus_transfer_plus_first_decode_pass(tmp_pa
                                      "hash_ids": list(range(32))}]), _cfg(latency=0.5))
     r = st.requests[0]
     # prefill pass 10 ms; transfer 2000 tokens = 2 ms + 0.5 ms; the decode worker admits the prompt's KV with
-    # no prefill time and emits the first token in that (zero-cost) pass; then 3 decode steps of 5 ms
+    # no prefill time and its first token costs a decode step (5 ms), as in Dynamo; then 3 more steps
     assert r.status == "done" and r.generated == 4
-    assert r.first_token - r.arrival == pytest.approx(12.5)
+    assert r.first_token - r.arrival == pytest.approx(17.5)
     assert r.last_token - r.first_token == pytest.approx(15.0)
     df, s = summarize_state(st)
     assert s["num_gpus"] == 2 and s["requests"]["completed"] == 1
@@ -70,9 +70,10 @@ def test_link_contention_queues_hand_offs(tmp_path):
     busy = simulate(_trace(tmp_path, rows), _cfg(p=3, d=3, contention=True))
     t_free = sorted(r.first_token for r in free.requests)
     t_busy = sorted(r.first_token for r in busy.requests)
-    # three prefills finish together at 10 ms; 5 ms transfers each: in parallel vs one after another
-    assert t_free == pytest.approx([15.0, 15.0, 15.0])
-    assert t_busy == pytest.approx([15.0, 20.0, 25.0])
+    # three prefills finish together at 10 ms; 5 ms transfers each (in parallel vs one after another);
+    # then a 5 ms decode step for the first token
+    assert t_free == pytest.approx([20.0, 20.0, 20.0])
+    assert t_busy == pytest.approx([20.0, 25.0, 30.0])
 
 
 def test_sessions_chain_through_the_decode_pool_and_results_are_deterministic(tmp_path):
