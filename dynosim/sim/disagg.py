@@ -128,10 +128,15 @@ def build_disagg_cluster(trace: Trace, cfg: RunConfig, clock: Clock):
     prefill_router = Router(cfg.router_mode, d.prefill_workers, bs, seed=cfg.seed,
                             max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
                             worker_metrics=metrics_of(prefill), **params)
-    # Dynamo's decode router: decode blocks only (no prefill term, no overlap credit)
-    decode_router = Router("kv", d.decode_workers, bs, seed=cfg.seed + 1, kv_events=False,
-                           overlap_score_credit=0.0, prefill_load_scale=0.0, assume_kv_reuse=False,
-                           max_num_batched_tokens=cfg.engine.max_num_batched_tokens, worker_metrics=metrics_of(decode))
+    # Dynamo's decode router: round robin when the deployment routes round robin, else decode blocks only
+    # (no prefill term, no overlap credit, no deduplication)
+    if cfg.router_mode == "round-robin":
+        decode_router = Router("round-robin", d.decode_workers, bs, seed=cfg.seed + 1)
+    else:
+        decode_router = Router("kv", d.decode_workers, bs, seed=cfg.seed + 1, kv_events=False,
+                               overlap_score_credit=0.0, prefill_load_scale=0.0, assume_kv_reuse=False,
+                               max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
+                               worker_metrics=metrics_of(decode))
     gaps = TokenGaps()
 
     def kv_events(wid: int, events: list) -> None:
