@@ -154,6 +154,8 @@ def run(
     router_option: list[str] = typer.Option([], "--router-option",
                                             help="policy option KEY=VALUE (repeatable), e.g. variant=generalized"),
     seed: int = typer.Option(0, help="random seed (random router, tie-breaks)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON deployment (RunConfig fields, e.g. "
+                                          "examples/disagg_4p12d.yaml); its fields override the flags"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write summary.json and requests.parquet/csv here"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON instead of tables"),
 ) -> None:
@@ -182,6 +184,8 @@ def run(
         cfg = RunConfig(workers=workers, router_mode=router_mode.value, engine=engine, router=router,
                         trace_block_size=trace_block_size, arrival_speedup=arrival_speedup, seed=seed,
                         disagg=disagg)
+        if config is not None:
+            cfg = RunConfig(**_merge(json.loads(cfg.model_dump_json()), _load_run_config(config)))
     except ValidationError as exc:
         _fail(_validation_message(exc))
     if not trace.exists():
@@ -270,6 +274,14 @@ class LaunchEngine(str, Enum):
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``, nested mappings merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _load_run_config(path: Path) -> dict:
@@ -377,8 +389,7 @@ def validate(
                                         client_latency_ms=client_latency_ms if client_latency_ms is not None
                                         else prof.get("client_latency_ms", 0.0)))
         if config is not None:
-            data = _load_run_config(config)
-            fields = {**json.loads(RunConfig(**fields).model_dump_json()), **data}
+            fields = _merge(json.loads(RunConfig(**fields).model_dump_json()), _load_run_config(config))
         cfg = RunConfig(**fields)
     except ValidationError as exc:
         _fail(_validation_message(exc))

@@ -168,3 +168,23 @@ def test_invariants_hold_in_disaggregated_runs(tmp_path_factory, sc, p, d, mode,
     again = simulate(trace, cfg)                               # deterministic
     assert [(r.worker, r.first_token, r.last_token, r.status) for r in again.requests] == \
         [(r.worker, r.first_token, r.last_token, r.status) for r in reqs]
+
+
+def test_run_cli_takes_a_deployment_file():
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from dynosim.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    trace = root / "examples" / "traces" / "conversation_1k.jsonl"
+    r = CliRunner().invoke(app, ["run", "--trace", str(trace), "--limit", "60", "--config",
+                                 str(root / "examples" / "disagg_4p12d.yaml"), "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["num_gpus"] == 16 and s["requests"]["completed"] == 60
+    assert s["run"]["config"]["disagg"]["transfer"]["bandwidth_gbps"] == 64
+    r = CliRunner().invoke(app, ["run", "--trace", str(trace), "--limit", "60", "--config",
+                                 str(root / "examples" / "agg_16.yaml"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["num_gpus"] == 16
