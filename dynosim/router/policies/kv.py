@@ -50,19 +50,21 @@ class KvPolicy:
         isl = req.isl
         A = load.prefill_tokens
         credit, scale = self.credit, self.scale
-        if not self.track_active_blocks:
-            decode = [0] * (max(ctx.workers, default=0) + 1)
-        elif self.assume_kv_reuse:
-            m, D = load.active_depths(req.seq_hashes), load.distinct_blocks
-            decode = [D[w] + (q - m[w]) for w in range(len(D))]
-        else:
-            decode = [t + q for t in load.total_blocks]
         out = []
+        if self.track_active_blocks and self.assume_kv_reuse:  # the default, and the hot path
+            m, D = load.active_depths(req.seq_hashes), load.distinct_blocks
+            for w in ctx.workers:
+                prefill = (A[w] + isl) / bs - credit * ov[w]
+                if prefill < 0.0:
+                    prefill = 0.0
+                out.append(scale * prefill + D[w] + (q - m[w]))
+            return out
+        T = load.total_blocks
         for w in ctx.workers:
             prefill = (A[w] + isl) / bs - credit * ov[w]
             if prefill < 0.0:
                 prefill = 0.0
-            out.append(scale * prefill + decode[w])
+            out.append(scale * prefill + ((T[w] + q) if self.track_active_blocks else 0))
         return out
 
     def select(self, req: Request, ctx: RoutingContext) -> int:
