@@ -165,7 +165,8 @@ def run(
                             max_num_batched_tokens=max_num_batched_tokens, timing=timing.value,
                             timing_profile=timing_profile, speedup_ratio=speedup_ratio,
                             enable_prefix_caching=prefix_caching, enable_chunked_prefill=chunked_prefill,
-                            preemption_mode=preemption_mode.value, gpus_per_worker=gpus_per_worker)
+                            preemption_mode=preemption_mode.value, gpus_per_worker=gpus_per_worker,
+                            **_profile_latencies(timing_profile))
         router = RouterParams(
             temperature=router_temperature, overlap_score_credit=kv_overlap_score_credit,
             prefill_load_scale=router_prefill_load_scale, kv_events=router_kv_events, ttl_s=router_ttl,
@@ -274,6 +275,19 @@ class LaunchEngine(str, Enum):
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
+
+
+def _profile_latencies(profile: str | None) -> dict:
+    """The calibrated engine terms a timing profile carries (admission interval, client latency)."""
+    if not profile:
+        return {}
+    from dynosim.engines.mocker.timing import profile_engine_args
+
+    try:
+        prof = profile_engine_args(profile)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    return {k: prof[k] for k in ("admit_interval_ms", "client_latency_ms") if k in prof}
 
 
 def _merge(base: dict, over: dict) -> dict:

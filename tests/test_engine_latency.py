@@ -104,3 +104,27 @@ def test_pass_overhead_is_charged_once_in_a_mixed_pass(tmp_path):
     pure = simulate(_trace(tmp_path, rows[:1]), RunConfig(workers=1, trace_block_size=64, engine=MockerArgs(
         block_size=32, timing="interpolated", timing_profile=str(prof))))
     assert pure.requests[0].last_token - pure.requests[0].first_token == pytest.approx(29 * 6.0)  # no mixed pass
+
+
+def test_run_cli_applies_a_profiles_calibrated_latencies(tmp_path):
+    from typer.testing import CliRunner
+
+    from dynosim.cli import app
+
+    prof = tmp_path / "p.yaml"
+    prof.write_text("engine: {client_latency_ms: 7.0}\n"
+                    "prefill: {new_tokens: [32, 1032], ms: [10, 110]}\n"
+                    "decode: {active_kv_tokens: [0, 100000], context_length: [100], itl_ms: [[6], [6]]}\n")
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(json.dumps({"timestamp": 0, "input_length": 64, "output_length": 3, "hash_ids": [1]}) + "\n")
+    args = ["run", "--trace", str(trace), "--trace-block-size", "64", "--block-size", "32", "--timing",
+            "interpolated", "--json", "--timing-profile"]
+    r = CliRunner().invoke(app, args + [str(prof)])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["run"]["config"]["engine"]["client_latency_ms"] == 7.0
+    assert s["ttft_ms"]["mean"] == pytest.approx(10 + 32 * 0.1 + 7.0)   # the lone prefill pass + the latency
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(prof.read_text().replace("7.0", "-1"))
+    r = CliRunner().invoke(app, args + [str(bad)])
+    assert r.exit_code == 2 and "client_latency_ms" in r.output
