@@ -226,7 +226,8 @@ PER_REQUEST_GRID_MS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 
 
 def fit_bursts(points: list[PrefillBatchPoint], profile: dict, block_size: int | None,
-               client_latency_ms: float = 0.0) -> dict | None:
+               client_latency_ms: float = 0.0, *, admit_grid_ms: tuple[float, ...] = ADMIT_GRID_MS,
+               per_request_grid_ms: tuple[float, ...] = PER_REQUEST_GRID_MS) -> dict | None:
     """Fit (admit_interval_ms, per_request_ms) by simulating the bursts through the engine model.
 
     A real server admits simultaneous requests one by one: the first finds the
@@ -259,12 +260,12 @@ def fit_bursts(points: list[PrefillBatchPoint], profile: dict, block_size: int |
                     fh.write(json.dumps({"timestamp": 0, "input_length": p.length, "output_length": 1,
                                          "hash_ids": [10_000 * p.batch + i]}) + "\n")
             traces[p.batch] = load_trace(path, trace_block_size=p.length)
-        for c in PER_REQUEST_GRID_MS:
+        for c in per_request_grid_ms:
             prof_path = f"{tmp}/profile_{c}.yaml"
             prof = {"prefill": {**profile["prefill"], "per_request_ms": c}, "decode": profile["decode"]}
             with open(prof_path, "w") as fh:
                 yaml.safe_dump(prof, fh)
-            for d in ADMIT_GRID_MS:
+            for d in admit_grid_ms:
                 sse, sims = 0.0, {}
                 for p in pts:
                     tr = traces[p.batch]
