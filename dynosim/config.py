@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dynosim.disagg.transfer import TransferConfig
 from dynosim.engines.mocker.config import MockerArgs
+from dynosim.planner.config import PlannerConfig, SloConfig
 from dynosim.router.policies import canonical_mode
 from dynosim.router.queue import QUEUE_POLICIES
 
@@ -48,6 +49,9 @@ class DisaggConfig(BaseModel):
     prefill_workers: int = Field(1, gt=0)
     decode_workers: int = Field(1, gt=0)
     transfer: TransferConfig = Field(default_factory=TransferConfig, description="KV hand-off timing")
+    prefill_engine: dict[str, Any] = Field(default_factory=dict, description="engine fields of the prefill pool "
+                                           "that differ from the run's engine (e.g. gpus_per_worker, timing_profile)")
+    decode_engine: dict[str, Any] = Field(default_factory=dict, description="the same for the decode pool")
 
 
 class RunConfig(BaseModel):
@@ -64,13 +68,44 @@ class RunConfig(BaseModel):
     arrival_speedup: float = Field(1.0, gt=0, description="divide arrival times and session delays by this")
     seed: int = 0
     fast_forward: bool = Field(True, description="take uniform decode stretches in one event (same results)")
+    slo: SloConfig = Field(default_factory=SloConfig, description="objectives for goodput and the planner")
+    planner: PlannerConfig | None = Field(None, description="autoscale the pools (None: a static deployment)")
 
     @field_validator("router_mode")
     @classmethod
     def _known_mode(cls, v: str) -> str:
         return canonical_mode(v)
 
+    @model_validator(mode="after")
+    def _check_pools(self) -> "RunConfig":
+        if self.disagg is not None:
+            engines = self.pool_engines()
+            if engines["prefill"].block_size != engines["decode"].block_size:
+                raise ValueError("disagg: prefill_engine and decode_engine must use the same block_size "
+                                 "(the KV hand-off moves whole blocks)")
+        return self
+
+    def pool_engines(self) -> dict[str, MockerArgs]:
+        """Engine args per pool: ``workers`` when aggregated, else ``prefill`` and ``decode``."""
+        if self.disagg is None:
+            return {"workers": self.engine}
+        out = {}
+        for pool, over in (("prefill", self.disagg.prefill_engine), ("decode", self.disagg.decode_engine)):
+            try:
+                out[pool] = MockerArgs(**{**self.engine.model_dump(), **over})
+            except ValidationError as exc:
+                msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'engine'}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"disagg.{pool}_engine: {msgs}") from None
+        return out
+
+    def pool_sizes(self) -> dict[str, int]:
+        """Starting workers per pool."""
+        if self.disagg is None:
+            return {"workers": self.workers}
+        return {"prefill": self.disagg.prefill_workers, "decode": self.disagg.decode_workers}
+
     @property
     def num_gpus(self) -> int:
-        n = self.workers if self.disagg is None else self.disagg.prefill_workers + self.disagg.decode_workers
-        return n * self.engine.gpus_per_worker
+        """GPUs of the starting deployment."""
+        engines = self.pool_engines()
+        return sum(n * engines[p].gpus_per_worker for p, n in self.pool_sizes().items())

@@ -125,4 +125,18 @@ class Router:
 
     def set_workers(self, workers: Sequence[int]) -> None:
         """Restrict routing to these worker ids (scaling adds/removes candidates)."""
+        if not workers:
+            raise ValueError("a router needs at least one routable worker")
         self.workers = list(workers)
+
+    def add_worker(self) -> int:
+        """A new worker slot (not yet routable: ``set_workers`` makes it a candidate)."""
+        w = self.load.add_worker()
+        if self.indexer is not None and self.indexer.add_worker() != w:  # pragma: no cover - kept in step
+            raise RuntimeError("router state out of step: indexer and load disagree on worker ids")
+        return w
+
+    def forget_worker(self, worker: int) -> None:
+        """A worker was shut down: whatever the indexer knew of its cache is gone."""
+        if self.indexer is not None:
+            self.indexer.remove_worker(worker)

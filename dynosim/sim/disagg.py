@@ -60,6 +60,7 @@ class DisaggFrontend(Frontend):
         _, req = self._pending.pop(twin.rid)
         req.routed = twin.routed
         self._prefill_reuse[req.rid] = (twin.reused, twin.first_reused)
+        self._count_prefill(twin.isl, twin.reused)
         req.status = "transferring"
         self.clock.call_at(self.link.schedule(now, req.isl), lambda: self._to_decode(req), PRIO_ARRIVAL)
 
@@ -92,6 +93,7 @@ class DisaggFrontend(Frontend):
         self._dispatch_decode(self.decode_router.on_first_token(req, self.clock.now()))
 
     def on_complete(self, req: Request) -> None:
+        self._count_completion(req)
         self._dispatch_decode(self.decode_router.on_complete(req, self.clock.now()))
         req.reused, req.first_reused = self._prefill_reuse.pop(req.rid)
         self._next_turn(req, req.last_token)
@@ -104,11 +106,14 @@ class DisaggFrontend(Frontend):
 
 def build_disagg_cluster(trace: Trace, cfg: RunConfig, clock: Clock):
     """Wire frontend → prefill router → prefill workers → link → decode router → decode workers."""
-    from dynosim.sim.simulation import Cluster
+    from dynosim.sim.simulation import Cluster, PoolHandle
 
     d = cfg.disagg
     assert d is not None
-    timing = make_timing(cfg.engine.timing, cfg.engine.timing_profile, cfg.engine.timing_params)
+    engines = cfg.pool_engines()
+    pre_args, dec_args = engines["prefill"], engines["decode"]
+    pre_timing = make_timing(pre_args.timing, pre_args.timing_profile, pre_args.timing_params)
+    dec_timing = make_timing(dec_args.timing, dec_args.timing_profile, dec_args.timing_params)
     params = cfg.router.model_dump()
     params.update(params.pop("policy_options"))
     # as Dynamo configures them: the prefill router weighs prefill load and overlap only (its requests
@@ -118,16 +123,16 @@ def build_disagg_cluster(trace: Trace, cfg: RunConfig, clock: Clock):
     decode: list[Worker] = []
     fr: list[DisaggFrontend] = []
 
-    def metrics_of(pool: list[Worker]):
+    def metrics_of(pool: list[Worker], args):
         def worker_metrics(wid: int) -> tuple[float, int]:
             sched = pool[wid].sched
-            return sched.kv.num_active / cfg.engine.num_gpu_blocks, len(sched.waiting)
+            return sched.kv.num_active / args.num_gpu_blocks, len(sched.waiting)
         return worker_metrics
 
-    bs = cfg.engine.block_size
+    bs = pre_args.block_size
     prefill_router = Router(cfg.router_mode, d.prefill_workers, bs, seed=cfg.seed,
-                            max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
-                            worker_metrics=metrics_of(prefill), **params)
+                            max_num_batched_tokens=pre_args.max_num_batched_tokens,
+                            worker_metrics=metrics_of(prefill, pre_args), **params)
     # Dynamo's decode router: round robin when the deployment routes round robin, else decode blocks only
     # (no prefill term, no overlap credit, no deduplication)
     if cfg.router_mode == "round-robin":
@@ -135,31 +140,37 @@ def build_disagg_cluster(trace: Trace, cfg: RunConfig, clock: Clock):
     else:
         decode_router = Router("kv", d.decode_workers, bs, seed=cfg.seed + 1, kv_events=False,
                                overlap_score_credit=0.0, prefill_load_scale=0.0, assume_kv_reuse=False,
-                               max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
-                               worker_metrics=metrics_of(decode))
+                               max_num_batched_tokens=dec_args.max_num_batched_tokens,
+                               worker_metrics=metrics_of(decode, dec_args))
     gaps = TokenGaps()
 
     def kv_events(wid: int, events: list) -> None:
         for kind, hashes, parent in events:
             prefill_router.on_kv_event(wid, kind, hashes, parent)
 
-    for wid in range(d.prefill_workers):
+    def new_prefill(wid: int) -> Worker:
         w = Worker(wid, clock, None, gaps, lambda r: fr[0].on_prefill_first_token(r),
                    lambda r: fr[0].on_prefill_complete(r), on_failed=lambda r: fr[0].on_prefill_failed(r),
                    fast_forward=cfg.fast_forward, on_kv_events=kv_events if prefill_router.wants_kv_events else None,
-                   admit_interval_ms=cfg.engine.admit_interval_ms)
-        w.sched = VllmScheduler(cfg.engine, timing, sink=w.record_kv_event if prefill_router.wants_kv_events else None,
-                                role="prefill")
-        prefill.append(w)
-    for wid in range(d.decode_workers):
+                   admit_interval_ms=pre_args.admit_interval_ms)
+        w.sched = VllmScheduler(pre_args, pre_timing,
+                                sink=w.record_kv_event if prefill_router.wants_kv_events else None, role="prefill")
+        return w
+
+    def new_decode(wid: int) -> Worker:
         w = Worker(wid, clock, None, gaps, lambda r: fr[0].on_first_token(r), lambda r: fr[0].on_complete(r),
                    on_failed=lambda r: fr[0].on_failed(r), fast_forward=cfg.fast_forward,
-                   client_latency_ms=cfg.engine.client_latency_ms)
-        w.sched = VllmScheduler(cfg.engine, timing, role="decode")
-        decode.append(w)
+                   client_latency_ms=dec_args.client_latency_ms)
+        w.sched = VllmScheduler(dec_args, dec_timing, role="decode")
+        return w
+
+    prefill.extend(new_prefill(wid) for wid in range(d.prefill_workers))
+    decode.extend(new_decode(wid) for wid in range(d.decode_workers))
     hasher = BlockHasher(bs, cfg.trace_block_size)
     link = LinkState(d.transfer)
     frontend = DisaggFrontend(clock, trace, hasher, prefill_router, prefill, decode_router, decode,
-                              cfg.engine.num_gpu_blocks, link)
+                              min(pre_args.num_gpu_blocks, dec_args.num_gpu_blocks), link)
     fr.append(frontend)
-    return Cluster(frontend, prefill_router, prefill + decode, gaps)
+    pools = [PoolHandle("prefill", "prefill", prefill_router, prefill, new_prefill, pre_args, pre_timing),
+             PoolHandle("decode", "decode", decode_router, decode, new_decode, dec_args, dec_timing)]
+    return Cluster(frontend, prefill_router, prefill + decode, gaps, pools)

@@ -7,6 +7,7 @@ Dynamo's trace replay.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 from dynosim.request import Request
@@ -15,6 +16,19 @@ from dynosim.router.router import Router
 from dynosim.sim.clock import PRIO_ARRIVAL, Clock
 from dynosim.sim.worker import Worker
 from dynosim.traces.mooncake import Session, Trace
+
+
+@dataclass
+class TrafficCounters:
+    """Running totals the planner differences per interval (what a live frontend's metrics count)."""
+
+    arrived: int = 0
+    arrived_isl: int = 0
+    completed: int = 0
+    completed_osl: int = 0
+    prefilled: int = 0
+    prefilled_isl: int = 0
+    prefilled_reused: int = 0
 
 
 class Frontend:
@@ -30,6 +44,13 @@ class Frontend:
         self._sessions: list[Session] = list(trace.sessions)
         self._next_session = 0
         self._turn_of: dict[int, tuple[Session, int]] = {}
+        self._sessions_done = 0
+        self.counters = TrafficCounters()
+
+    @property
+    def finished(self) -> bool:
+        """Every session of the trace has arrived and finished its last turn."""
+        return self._sessions_done == len(self._sessions)
 
     def start(self) -> None:
         if self._sessions:
@@ -52,6 +73,9 @@ class Frontend:
                       hints=row.extra)
         self.requests.append(req)
         self._turn_of[req.rid] = (session, turn_idx)
+        c = self.counters
+        c.arrived += 1
+        c.arrived_isl += req.isl
         # The last output token's KV is never computed: the longest sequence an engine holds is
         # isl + osl - 1 tokens. Anything longer could never finish, so it fails up front.
         need = -(-(req.isl + req.osl - 1) // self.hasher.block_size)
@@ -72,10 +96,23 @@ class Frontend:
             self.workers[w].submit(req)
 
     # -- engine signals -----------------------------------------------------------
+    def _count_prefill(self, isl: int, reused: int) -> None:
+        c = self.counters
+        c.prefilled += 1
+        c.prefilled_isl += isl
+        c.prefilled_reused += reused
+
+    def _count_completion(self, req: Request) -> None:
+        c = self.counters
+        c.completed += 1
+        c.completed_osl += req.generated
+
     def on_first_token(self, req: Request) -> None:
+        self._count_prefill(req.isl, req.reused)
         self._dispatch(self.router.on_first_token(req, self.clock.now()))
 
     def on_complete(self, req: Request) -> None:
+        self._count_completion(req)
         self._dispatch(self.router.on_complete(req, self.clock.now()))
         self._next_turn(req, req.last_token)
 
@@ -88,6 +125,8 @@ class Frontend:
         if idx + 1 < len(session.turns):
             turn = session.turns[idx + 1]
             self.clock.call_at(t_done + turn.delay_ms, lambda: self._admit(session, idx + 1), PRIO_ARRIVAL)
+        else:
+            self._sessions_done += 1
 
 
 def _priority(row) -> int:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pandas as pd
 
 from dynosim.config import RunConfig
+from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.scheduler import VllmScheduler
-from dynosim.engines.mocker.timing import make_timing
+from dynosim.engines.mocker.timing import TimingModel, make_timing
 from dynosim.metrics.collector import requests_frame, summarize
 from dynosim.request import Request
 from dynosim.router.hashing import BlockHasher
@@ -35,6 +37,19 @@ class SimState:
 
 
 @dataclass
+class PoolHandle:
+    """One pool of a wired deployment: what scaling needs to add, route to and retire its workers."""
+
+    name: str                       # "workers" (aggregated), "prefill" or "decode"
+    role: str                       # "aggregated", "prefill" or "decode"
+    router: Router
+    workers: list[Worker]           # every slot ever started, indexed by worker id (the frontend's list)
+    new_worker: Callable[[int], Worker]
+    args: MockerArgs
+    timing: TimingModel
+
+
+@dataclass
 class Cluster:
     """A wired deployment on some clock: frontend, router, workers."""
 
@@ -42,6 +57,7 @@ class Cluster:
     router: Router
     workers: list[Worker]
     gaps: TokenGaps
+    pools: list[PoolHandle] = field(default_factory=list)
 
 
 def build_cluster(trace: Trace, cfg: RunConfig, clock: Clock) -> Cluster:
@@ -78,17 +94,20 @@ def build_cluster(trace: Trace, cfg: RunConfig, clock: Clock) -> Cluster:
         for kind, hashes, parent in events:
             router.on_kv_event(wid, kind, hashes, parent)
 
-    for wid in range(cfg.workers):
+    def new_worker(wid: int) -> Worker:
         worker = Worker(wid, clock, None, gaps, first_token, complete, on_failed=failed,
                         fast_forward=cfg.fast_forward, on_kv_events=kv_events if router.wants_kv_events else None,
                         admit_interval_ms=cfg.engine.admit_interval_ms,
                         client_latency_ms=cfg.engine.client_latency_ms)
         worker.sched = VllmScheduler(cfg.engine, timing,
                                      sink=worker.record_kv_event if router.wants_kv_events else None)
-        workers.append(worker)
+        return worker
+
+    workers.extend(new_worker(wid) for wid in range(cfg.workers))
     frontend = Frontend(clock, trace, hasher, router, workers, cfg.engine.num_gpu_blocks)
     frontend_ref.append(frontend)
-    return Cluster(frontend, router, workers, gaps)
+    pool = PoolHandle("workers", "aggregated", router, workers, new_worker, cfg.engine, timing)
+    return Cluster(frontend, router, workers, gaps, [pool])
 
 
 def simulate(trace: Trace, cfg: RunConfig) -> SimState:
@@ -101,6 +120,12 @@ def simulate(trace: Trace, cfg: RunConfig) -> SimState:
         cluster = build_disagg_cluster(trace, cfg, clock)
     else:
         cluster = build_cluster(trace, cfg, clock)
+    driver = None
+    if cfg.planner is not None:
+        from dynosim.sim.scaling import PlannerDriver
+
+        driver = PlannerDriver(cfg, cluster, clock)
+        driver.start()
     cluster.frontend.start()
     # The event loop allocates millions of short-lived, acyclic objects: reference counting
     # frees them, and pausing the cyclic collector saves its repeated full scans.
@@ -111,8 +136,12 @@ def simulate(trace: Trace, cfg: RunConfig) -> SimState:
     finally:
         if gc_was_enabled:
             gc.enable()
-    return SimState(cfg, cluster.frontend.requests, cluster.workers, cluster.gaps, time.perf_counter() - t0,
-                    extra={"router": cluster.router})
+    extra = {"router": cluster.router}
+    workers = cluster.workers
+    if driver is not None:
+        extra["planner"] = driver
+        workers = [w for p in cluster.pools for w in p.workers] + driver.retired
+    return SimState(cfg, cluster.frontend.requests, workers, cluster.gaps, time.perf_counter() - t0, extra=extra)
 
 
 def summarize_state(state: SimState) -> tuple[pd.DataFrame, dict]:

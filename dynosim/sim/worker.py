@@ -92,6 +92,14 @@ class Worker:
         self._durs: np.ndarray | None = None
         self._apply = 0
         self.busy_ms = 0.0
+        self._in_admission = 0     # routed here, admission deferred by the admit interval
+        # called when the engine runs out of work (a draining worker can then shut down)
+        self.on_idle: Callable[["Worker"], None] | None = None
+
+    @property
+    def idle(self) -> bool:
+        """No pass running, nothing queued or about to be admitted."""
+        return not self._busy and not self._start_pending and self._in_admission == 0 and not self.sched.has_work
 
     # -- inputs -----------------------------------------------------------------
     def submit(self, req: Request) -> None:
@@ -106,11 +114,14 @@ class Worker:
             t = max(now, self._next_admit)
             self._next_admit = t + self.admit_interval_ms
             if t > now:
-                self.clock.call_at(t, lambda: self._admit(req), PRIO_ARRIVAL)
+                self._in_admission += 1
+                self.clock.call_at(t, lambda: self._admit(req, True), PRIO_ARRIVAL)
                 return
         self._admit(req)
 
-    def _admit(self, req: Request) -> None:
+    def _admit(self, req: Request, deferred: bool = False) -> None:
+        if deferred:
+            self._in_admission -= 1
         self.sched.add(req)
         if self._busy:
             if self._ends is not None:
@@ -155,6 +166,8 @@ class Worker:
             if res.failed and sched.has_work:
                 self._start_pending = True
                 self.clock.call_at(now, self._start_pass, PRIO_PASS_START)
+            elif self.on_idle is not None and self.idle:
+                self.on_idle(self)
             return
         end = now + res.duration_ms
         self.clock.call_at(end, lambda: self._end_pass(gen, end, res), PRIO_COMPLETION)
@@ -217,6 +230,9 @@ class Worker:
 
     def _after_pass(self, end: float) -> None:
         self._busy = False
+        if self.on_idle is not None and self.idle:
+            self.on_idle(self)
+            return
         if self.sched.has_work and not self._start_pending:
             if self.clock.next_time() > end:
                 # Nothing else happens at this instant, so nothing could join the next pass

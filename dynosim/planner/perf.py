@@ -1,0 +1,111 @@
+"""Engine capacity from the timing model: how many requests/s one worker sustains under the SLOs.
+
+The planner sizes pools from the same timing model the simulated engines run
+on (on real hardware: the profile ``dynosim calibrate`` measured), as Dynamo's
+planner sizes them from its profiled per-iteration regressions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from dynosim.engines.mocker.config import MockerArgs
+from dynosim.engines.mocker.timing import TimingModel
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """One worker's sustainable request rate, the batch it assumes and whether the SLOs can be met at all."""
+
+    rps: float
+    batch: int
+    meets_slo: bool
+
+
+def prefill_ms(timing: TimingModel, args: MockerArgs, new_tokens: float) -> float:
+    """A lone prompt's prefill time, in passes of at most ``max_num_batched_tokens`` (chunked prefill)."""
+    n = max(1, int(round(new_tokens)))
+    mbt = args.max_num_batched_tokens
+    full, rem = divmod(n, mbt)
+    t = full * timing.prefill_ms(1, mbt, 0)
+    if rem:
+        t += timing.prefill_ms(1, rem, 0)
+    return t / args.speedup_ratio
+
+
+def decode_step_ms(timing: TimingModel, args: MockerArgs, batch: int, context: float) -> float:
+    """One decode pass of ``batch`` requests holding ``context`` tokens each."""
+    total = args.num_gpu_blocks * args.block_size
+    return timing.decode_ms(int(batch * context), context, total) / (args.speedup_ratio * args.decode_speedup_ratio)
+
+
+def max_batch(args: MockerArgs, context: float) -> int:
+    """Largest decode batch the KV cache and ``max_num_seqs`` allow at this context length."""
+    kv = args.num_gpu_blocks * args.block_size
+    return max(1, min(args.max_num_seqs, int(kv // max(context, 1.0))))
+
+
+def prefill_capacity(timing: TimingModel, args: MockerArgs, isl_eff: float) -> Capacity:
+    """Prompts per second one prefill worker finishes, one after another."""
+    wt = prefill_ms(timing, args, isl_eff)
+    return Capacity(1000.0 / wt if wt > 0 else math.inf, 1, True)
+
+
+def decode_capacity(timing: TimingModel, args: MockerArgs, isl: float, osl: float, itl_ms: float) -> Capacity:
+    """Little's law at the largest batch whose step meets the ITL objective, at context isl + osl/2."""
+    osl = max(osl, 1.0)
+    ctx = isl + osl / 2.0
+    hi = max_batch(args, ctx)
+    lo, best = 1, 0
+    while lo <= hi:                       # step time grows with the batch: binary search
+        mid = (lo + hi) // 2
+        if decode_step_ms(timing, args, mid, ctx) <= itl_ms:
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    meets = best > 0
+    b = best if meets else 1
+    wt = decode_step_ms(timing, args, b, ctx)
+    return Capacity(b / (osl * wt / 1000.0) if wt > 0 else math.inf, b, meets)
+
+
+def agg_capacity(timing: TimingModel, args: MockerArgs, isl_eff: float, isl: float, osl: float,
+                 ttft_ms: float, itl_ms: float) -> Capacity:
+    """Aggregated worker: each pass decodes the batch and prefills its share of new prompts.
+
+    At batch b in steady state every pass prefills b·isl_eff/osl tokens (b
+    requests replaced every osl passes), so a pass lasts prefill(that) +
+    decode(b, b·ctx); that is the ITL. A new prompt is prefilled in chunks of
+    the budget left after the decodes, one chunk per pass: that is the TTFT.
+    The best rate b / (osl · pass) among batches meeting both objectives wins.
+    """
+    osl = max(osl, 1.0)
+    ctx = isl + osl / 2.0
+    mbt = args.max_num_batched_tokens
+    cap = max_batch(args, ctx)
+    if isl_eff > 0:
+        cap = min(cap, int(mbt - isl_eff / osl)) if mbt - isl_eff / osl >= 1 else 1
+    best: Capacity | None = None
+    fallback: Capacity | None = None
+    for b in range(1, max(cap, 1) + 1):
+        per_pass_prefill = min(b * isl_eff / osl, mbt)
+        dec = decode_step_ms(timing, args, b, ctx)
+        step = (prefill_ms(timing, args, per_pass_prefill) if per_pass_prefill >= 1 else 0.0) + dec
+        chunk = max(mbt - b, 1)
+        passes = math.ceil(isl_eff / chunk) if isl_eff > 0 else 1
+        ttft = passes * (prefill_ms(timing, args, min(isl_eff, chunk)) + dec) if isl_eff > 0 else dec
+        rps = b / (osl * step / 1000.0) if step > 0 else math.inf
+        if fallback is None:
+            fallback = Capacity(rps, b, False)
+        if step <= itl_ms and ttft <= ttft_ms and (best is None or rps > best.rps):
+            best = Capacity(rps, b, True)
+    assert fallback is not None
+    return best if best is not None else fallback
+
+
+def replicas_for(demand_rps: float, cap: Capacity, floor: int) -> int:
+    """Workers needed for the demand, at least ``floor``."""
+    if demand_rps <= 0 or math.isinf(cap.rps):
+        return floor
+    return max(floor, math.ceil(demand_rps / cap.rps - 1e-9))
