@@ -32,13 +32,28 @@ class RunResult:
         rows = {k: v for k, v in self.summary.items() if isinstance(v, dict) and "p50" in v}
         return pd.DataFrame(rows).T
 
+    @property
+    def replicas(self) -> pd.DataFrame | None:
+        """The planner's replica timeline per pool (None for a static deployment)."""
+        driver = self.extra.get("state").extra.get("planner") if self.extra.get("state") is not None else None
+        return driver.timeline() if driver is not None else None
+
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``summary.json``, ``requests.parquet`` and ``requests.csv`` into ``out_dir``."""
+        """Write ``summary.json``, ``requests.parquet`` and ``requests.csv`` into ``out_dir``; with a planner
+        also ``replicas.csv``, ``replicas.parquet`` and the plot ``replicas.png``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(self.summary, indent=2, sort_keys=True) + "\n")
         self.requests.to_parquet(out / "requests.parquet", index=False)
         self.requests.to_csv(out / "requests.csv", index=False)
+        tl = self.replicas
+        if tl is not None:
+            from dynosim.metrics.plots import plot_replicas
+
+            tl.to_csv(out / "replicas.csv", index=False)
+            tl.to_parquet(out / "replicas.parquet", index=False)
+            plot_replicas(tl, out / "replicas.png", end_s=self.summary["duration_s"]
+                          + float(self.requests["arrival_ms"].min()) / 1000.0 if len(self.requests) else None)
         return out
 
 

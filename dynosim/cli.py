@@ -18,6 +18,7 @@ from dynosim.config import DisaggConfig, RouterParams, RunConfig
 from dynosim.disagg.transfer import TransferConfig
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.timing import TIMING_MODELS
+from dynosim.planner.config import PlannerConfig, SloConfig
 from dynosim.router.policies import POLICIES
 from dynosim.traces.inspect import format_inspection, inspect_trace
 from dynosim.traces.mooncake import TraceError
@@ -98,6 +99,9 @@ def totals_table(res: RunResult) -> Table:
         ("output tokens/s", _fmt(th["output_tokens_per_s"], 1)),
         ("output tokens/s/GPU", _fmt(th["output_tokens_per_s_per_gpu"], 1)),
         ("input tokens/s", _fmt(th["input_tokens_per_s"], 1)),
+        ("GPU-seconds (mean GPUs)", f"{_fmt(s['gpu_seconds'], 0)} ({_fmt(s['mean_gpus'], 2)})"),
+        (f"goodput req/s (TTFT ≤ {s['goodput']['slo_ttft_ms']:g} ms, ITL ≤ {s['goodput']['slo_itl_ms']:g} ms)",
+         f"{_fmt(s['goodput']['requests_per_s'], 3)} ({_fmt(100 * s['goodput']['attainment'], 1)}% attained)"),
         ("prefix reuse ratio", _fmt(s["prefix_reuse_ratio"], 4)),
         ("preemptions", str(s["preemptions"])),
         ("failed requests", str(s["requests"]["failed"])),
@@ -106,6 +110,24 @@ def totals_table(res: RunResult) -> Table:
     ]
     for k, v in rows:
         t.add_row(k, v)
+    return t
+
+
+def replicas_table(res: RunResult, max_rows: int = 40) -> Table:
+    """The planner's replica timeline (changes only; long timelines show their first and last rows)."""
+    tl = res.replicas
+    t = Table(title=f"planner: replica timeline ({len(tl)} changes; peak {res.summary['planner']['peak_gpus']} GPUs)")
+    for c in ("time (s)", "pool", "target", "starting", "ready", "draining", "GPUs", "why"):
+        t.add_column(c, justify="left" if c in ("pool", "why") else "right")
+    rows = list(tl.itertuples(index=False))
+    if len(rows) > max_rows:
+        rows = rows[: max_rows // 2] + [None] + rows[-max_rows // 2:]
+    for r in rows:
+        if r is None:
+            t.add_row("…", "", "", "", "", "", "", "")
+            continue
+        t.add_row(_fmt(r.time_s, 1), r.pool, str(r.target), str(r.starting), str(r.ready), str(r.draining),
+                  str(r.gpus), r.reason)
     return t
 
 
@@ -154,9 +176,20 @@ def run(
     router_option: list[str] = typer.Option([], "--router-option",
                                             help="policy option KEY=VALUE (repeatable), e.g. variant=generalized"),
     seed: int = typer.Option(0, help="random seed (random router, tie-breaks)"),
+    slo_ttft_ms: float = typer.Option(500.0, help="TTFT objective: goodput and the planner's SLA target"),
+    slo_itl_ms: float = typer.Option(50.0, help="ITL objective: goodput and the planner's SLA target"),
+    planner: bool = typer.Option(False, "--planner/--no-planner", help="autoscale the pools with the planner "
+                                 "(the workers given are the starting deployment)"),
+    planner_target: str = typer.Option("sla", help="planner optimization target: sla | throughput | latency"),
+    planner_predictor: str = typer.Option("arima", help="planner load predictor: constant | moving-average | "
+                                          "kalman | arima"),
+    planner_gpu_budget: int = typer.Option(16, help="planner: GPUs all pools may hold together"),
+    planner_startup_s: float = typer.Option(60.0, help="planner: seconds before a new worker is routable"),
+    planner_max_replicas: Optional[int] = typer.Option(None, help="planner: cap per pool"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON deployment (RunConfig fields, e.g. "
                                           "examples/disagg_4p12d.yaml); its fields override the flags"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write summary.json and requests.parquet/csv here"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write summary.json, requests.parquet/csv (and "
+                                       "with a planner replicas.csv/parquet/png) here"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON instead of tables"),
 ) -> None:
     """Replay a trace through simulated workers and report latency and throughput."""
@@ -182,9 +215,12 @@ def run(
                                                           bandwidth_gbps=kv_transfer_bandwidth,
                                                           latency_ms=kv_transfer_latency_ms,
                                                           contention=kv_transfer_contention))
+        planner_cfg = PlannerConfig(optimization_target=planner_target, predictor=planner_predictor,
+                                    max_gpu_budget=planner_gpu_budget, startup_time_s=planner_startup_s,
+                                    max_replicas=planner_max_replicas) if planner else None
         cfg = RunConfig(workers=workers, router_mode=router_mode.value, engine=engine, router=router,
                         trace_block_size=trace_block_size, arrival_speedup=arrival_speedup, seed=seed,
-                        disagg=disagg)
+                        disagg=disagg, slo=SloConfig(ttft_ms=slo_ttft_ms, itl_ms=slo_itl_ms), planner=planner_cfg)
         if config is not None:
             cfg = RunConfig(**_merge(json.loads(cfg.model_dump_json()), _load_run_config(config)))
     except ValidationError as exc:
@@ -206,8 +242,11 @@ def run(
     else:
         console.print(summary_table(res))
         console.print(totals_table(res))
+        if res.replicas is not None:
+            console.print(replicas_table(res))
         if out is not None:
-            console.print(f"wrote {out}/summary.json, requests.parquet, requests.csv")
+            extra = ", replicas.csv/parquet/png" if res.replicas is not None else ""
+            console.print(f"wrote {out}/summary.json, requests.parquet, requests.csv{extra}")
 
 
 @trace_app.command("inspect")

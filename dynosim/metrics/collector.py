@@ -57,7 +57,10 @@ def requests_frame(requests: list[Request]) -> pd.DataFrame:
     }, columns=REQUEST_COLUMNS)
 
 
-def summarize(df: pd.DataFrame, gap_values, gap_counts, num_gpus: int) -> dict:
+def summarize(df: pd.DataFrame, gap_values, gap_counts, num_gpus: int, *, gpu_seconds: float | None = None,
+              slo_ttft_ms: float | None = None, slo_itl_ms: float | None = None) -> dict:
+    """The run's summary. ``gpu_seconds``: GPUs held integrated over the run when the deployment scaled
+    (per-GPU throughput is then time-weighted); the SLOs give goodput (requests meeting both per second)."""
     done = df[df["status"] == "done"]
     failed = df[df["status"].str.startswith("failed")]
     start = float(df["arrival_ms"].min()) if len(df) else 0.0
@@ -67,7 +70,10 @@ def summarize(df: pd.DataFrame, gap_values, gap_counts, num_gpus: int) -> dict:
     in_tokens = int(done["input_tokens"].sum())
     rate = (lambda x: x / span_s) if span_s > 0 else (lambda x: float("nan"))
     multi = done[done["output_tokens"] > 1]
-    return {
+    if gpu_seconds is None:
+        gpu_seconds = num_gpus * span_s
+    per_gpu = out_tokens / gpu_seconds if gpu_seconds > 0 else float("nan")
+    out = {
         "requests": {"total": int(len(df)), "completed": int(len(done)), "failed": int(len(failed)),
                      "unfinished": int(len(df) - len(done) - len(failed))},
         "duration_s": span_s,
@@ -78,9 +84,11 @@ def summarize(df: pd.DataFrame, gap_values, gap_counts, num_gpus: int) -> dict:
             "input_tokens_per_s": rate(in_tokens),
             "output_tokens_per_s": rate(out_tokens),
             "total_tokens_per_s": rate(in_tokens + out_tokens),
-            "output_tokens_per_s_per_gpu": rate(out_tokens) / num_gpus,
+            "output_tokens_per_s_per_gpu": per_gpu,
         },
         "num_gpus": num_gpus,
+        "gpu_seconds": gpu_seconds,
+        "mean_gpus": gpu_seconds / span_s if span_s > 0 else float(num_gpus),
         "prefix_reuse_ratio": float(done["reused_tokens"].sum() / in_tokens) if in_tokens else 0.0,
         "first_admission_prefix_reuse_ratio":
             float(done["first_reused_tokens"].sum() / in_tokens) if in_tokens else 0.0,
@@ -91,3 +99,22 @@ def summarize(df: pd.DataFrame, gap_values, gap_counts, num_gpus: int) -> dict:
         "tps_user": distribution(multi["tps_user"].to_numpy()),
         "token_gap_ms": distribution(gap_values, gap_counts),
     }
+    if slo_ttft_ms is not None and slo_itl_ms is not None:
+        out["goodput"] = goodput(df, span_s, slo_ttft_ms, slo_itl_ms)
+    return out
+
+
+def goodput(df: pd.DataFrame, span_s: float, ttft_ms: float, itl_ms: float) -> dict:
+    """Requests that completed within both objectives (ITL counts for multi-token outputs only).
+
+    ``attainment`` is their share of all requests (failed and unfinished ones miss).
+    """
+    done = df[df["status"] == "done"]
+    itl = done["itl_ms"].to_numpy()
+    ok = (done["ttft_ms"].to_numpy() <= ttft_ms) & (np.isnan(itl) | (itl <= itl_ms))
+    n_ok = int(ok.sum())
+    return {"slo_ttft_ms": ttft_ms, "slo_itl_ms": itl_ms, "requests": n_ok,
+            "requests_per_s": n_ok / span_s if span_s > 0 else float("nan"),
+            "attainment": n_ok / len(df) if len(df) else float("nan"),
+            "output_tokens_per_s": float(done["output_tokens"].to_numpy()[ok].sum()) / span_s
+            if span_s > 0 else float("nan")}

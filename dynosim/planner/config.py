@@ -36,6 +36,8 @@ class PlannerConfig(BaseModel):
     max_replicas: int | None = Field(None, ge=1, description="cap per pool (None: the GPU budget alone)")
     max_gpu_budget: int = Field(16, ge=1, description="GPUs all pools' target replicas may use together")
     startup_time_s: float = Field(60.0, ge=0, description="a new worker becomes routable this long after the decision")
+    load_min_observations: int = Field(5, ge=1, description="load ticks a pool is observed after its last change "
+                                       "before the next load step (a worker that just joined is idle)")
     load_down_sensitivity: float = Field(0.8, gt=0, le=1,
                                          description="sla target: scale down when every engine is below SLO × this")
     max_kv_hit_rate: float = Field(0.95, ge=0, le=1, description="cap on the predicted prefix-hit rate")

@@ -95,18 +95,12 @@ class Planner:
         """Replicas per pool for the predicted demand of the next interval (also the load steps' floors)."""
         pred = self.predict()
         demand = pred["num_requests"] / self.cfg.throughput_interval_s
-        isl, osl, hit = max(pred["isl"], 1.0), max(pred["osl"], 1.0), pred["kv_hit"]
-        isl_eff = isl * (1.0 - hit)
+        isl, osl, hit = pred["isl"], pred["osl"], pred["kv_hit"]
         lo = self.cfg.min_replicas
         caps: dict[str, float] = {}
         targets: dict[str, int] = {}
         for name, spec in self.pools.items():
-            if spec.role == "prefill":
-                c = prefill_capacity(spec.timing, spec.args, isl_eff)
-            elif spec.role == "decode":
-                c = decode_capacity(spec.timing, spec.args, isl, osl, self.slo.itl_ms)
-            else:
-                c = agg_capacity(spec.timing, spec.args, isl_eff, isl, osl, self.slo.ttft_ms, self.slo.itl_ms)
+            c = self.capacity(name, isl, osl, hit)
             caps[name] = c.rps
             targets[name] = min(replicas_for(demand, c, lo), self._cap(spec))
         targets = self.fit_budget(targets)
@@ -115,14 +109,35 @@ class Planner:
         return targets
 
     # -- load-based ------------------------------------------------------------------------
+    def capacity(self, name: str, isl: float, osl: float, kv_hit: float):
+        """One worker's sustainable request rate in pool ``name`` for this traffic shape."""
+        spec = self.pools[name]
+        isl, osl = max(isl, 1.0), max(osl, 1.0)
+        isl_eff = isl * (1.0 - min(max(kv_hit, 0.0), self.cfg.max_kv_hit_rate))
+        if spec.role == "prefill":
+            return prefill_capacity(spec.timing, spec.args, isl_eff)
+        if spec.role == "decode":
+            return decode_capacity(spec.timing, spec.args, isl, osl, self.slo.itl_ms)
+        return agg_capacity(spec.timing, spec.args, isl_eff, isl, osl, self.slo.ttft_ms, self.slo.itl_ms)
+
     def load_target(self, name: str, current: int, loads: list[EngineLoad], *, avg_isl: float, avg_osl: float,
-                    kv_hit: float) -> int:
-        """``current`` moved by at most one replica, never below the throughput floor."""
+                    kv_hit: float, recent_rps: float | None = None) -> int:
+        """``current`` moved by at most one replica, never below the throughput floor.
+
+        A step down also needs the recent request rate (``recent_rps``, when
+        known) to fit in one worker fewer at ``load_down_sensitivity`` of their
+        capacity: an engine's queue is empty between bursts even when the pool
+        is busy, so the queue alone would remove workers the traffic needs.
+        """
         spec = self.pools[name]
         step = decide(spec.role, self.cfg.optimization_target, loads, spec.args, spec.timing,
                       ttft_ms=self.slo.ttft_ms, itl_ms=self.slo.itl_ms, avg_isl=avg_isl,
                       avg_ctx=avg_isl + avg_osl / 2.0, kv_hit=min(kv_hit, self.cfg.max_kv_hit_rate),
                       down_sensitivity=self.cfg.load_down_sensitivity)
+        if step < 0 and recent_rps is not None and avg_isl > 0:
+            cap = self.capacity(name, avg_isl, avg_osl, kv_hit)
+            if recent_rps > (current - 1) * cap.rps * self.cfg.load_down_sensitivity:
+                step = 0
         floor = max(self.cfg.min_replicas, self.lower.get(name, 0) if self.cfg.uses_throughput_scaling else 0)
         return max(floor, min(current + step, self._cap(spec)))
 

@@ -147,6 +147,17 @@ def simulate(trace: Trace, cfg: RunConfig) -> SimState:
 def summarize_state(state: SimState) -> tuple[pd.DataFrame, dict]:
     df = requests_frame(state.requests)
     gap_values, gap_counts = state.gaps.arrays()
-    summary = summarize(df, gap_values, gap_counts, state.config.num_gpus)
+    driver = state.extra.get("planner")
+    gpu_seconds = None
+    if driver is not None and len(df):
+        done = df[df["status"] == "done"]
+        start = float(df["arrival_ms"].min())
+        end = float(done["last_token_ms"].max()) if len(done) else start
+        gpu_seconds = driver.gpu_seconds(start, end)
+    slo = state.config.slo
+    summary = summarize(df, gap_values, gap_counts, state.config.num_gpus, gpu_seconds=gpu_seconds,
+                        slo_ttft_ms=slo.ttft_ms, slo_itl_ms=slo.itl_ms)
+    if driver is not None:
+        summary["planner"] = driver.report()
     summary["preemptions"] = sum(w.sched.num_preemptions for w in state.workers)
     return df, summary

@@ -1,0 +1,318 @@
+"""The planner in the simulator's loop: ticks in virtual time, starts and retires workers.
+
+Scale-up: a new worker holds its GPUs from the decision and becomes routable
+``startup_time_s`` later. Scale-down: first cancels workers still starting,
+then takes the most recently started routable worker out of the router at
+once; it finishes what it holds (drains) and releases its GPUs when idle. A
+retired slot comes back, when needed again, as a fresh engine with an empty
+cache. Every change is a row of the replica timeline.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import pandas as pd
+
+from dynosim.config import RunConfig
+from dynosim.planner.load import EngineLoad
+from dynosim.planner.planner import Observation, Planner, PoolSpec
+from dynosim.sim.clock import PRIO_ARRIVAL, Clock
+from dynosim.sim.worker import Worker
+
+OFF, STARTING, READY, DRAINING = "off", "starting", "ready", "draining"
+TIMELINE_COLUMNS = ["time_s", "pool", "target", "starting", "ready", "draining", "gpus", "reason"]
+
+
+def engine_load(worker: Worker) -> EngineLoad:
+    """What an engine reports to the planner: its queue and KV demand now."""
+    s = worker.sched
+    queued_prefill = 0
+    queued_kv = 0
+    for r in s.waiting:
+        queued_prefill += max(0, r.isl - r.computed)
+        queued_kv += r.isl + r.generated
+    n_decode = 0
+    for r in s.running:
+        if r.computed < r.isl:
+            queued_prefill += r.isl - r.computed
+        else:
+            n_decode += 1
+    return EngineLoad(queued_prefill, s.kv.num_active * s.bs, queued_kv, n_decode, s.total_kv_tokens)
+
+
+class ScaledPool:
+    """A pool's worker slots and their states; applies replica targets on the clock."""
+
+    def __init__(self, handle, clock: Clock, startup_ms: float, record, retired: list[Worker]):
+        self.h = handle
+        self.clock = clock
+        self.startup_ms = startup_ms
+        self.record = record
+        self.retired = retired
+        self.state: list[str] = [READY] * len(handle.workers)
+        self.ready_order: list[int] = list(range(len(handle.workers)))   # routable, oldest first
+        self.starting_order: list[int] = []
+        self._gen: list[int] = [0] * len(handle.workers)
+        self.ups = self.downs = 0
+        self.observed = 0          # load ticks since the pool last changed
+        for w in handle.workers:
+            w.on_idle = self._on_idle
+
+    @property
+    def name(self) -> str:
+        return self.h.name
+
+    def count(self, state: str) -> int:
+        return sum(1 for s in self.state if s == state)
+
+    @property
+    def expected(self) -> int:
+        """Replicas the pool is heading for: routable plus starting."""
+        return len(self.ready_order) + len(self.starting_order)
+
+    @property
+    def gpus(self) -> int:
+        busy = sum(1 for s in self.state if s != OFF)
+        return busy * self.h.args.gpus_per_worker
+
+    def loads(self) -> list[EngineLoad]:
+        return [engine_load(self.h.workers[w]) for w in self.ready_order]
+
+    def scale_to(self, n: int, reason: str) -> None:
+        n = max(n, 1)
+        if n == self.expected:
+            return
+        if n > self.expected:
+            self.ups += 1
+        else:
+            self.downs += 1
+        self.observed = 0
+        while self.expected < n:
+            self._start_one()
+        while self.expected > n:
+            if self.starting_order:
+                w = self.starting_order.pop()
+                self.state[w] = OFF
+                self._gen[w] += 1
+            else:
+                self._drain(self.ready_order.pop())
+        self.h.router.set_workers(self.ready_order)
+        self.record(self, reason)
+
+    def _start_one(self) -> None:
+        try:
+            w = self.state.index(OFF)
+        except ValueError:
+            w = self.h.router.add_worker()
+            if w != len(self.h.workers):  # pragma: no cover - kept in step by construction
+                raise RuntimeError(f"pool {self.name}: router slot {w} != worker slot {len(self.h.workers)}")
+            self.h.workers.append(None)  # type: ignore[arg-type]
+            self.state.append(OFF)
+            self._gen.append(0)
+        worker = self.h.new_worker(w)
+        worker.on_idle = self._on_idle
+        self.h.workers[w] = worker
+        self.state[w] = STARTING
+        self._gen[w] += 1
+        gen = self._gen[w]
+        self.starting_order.append(w)
+        if self.startup_ms <= 0:
+            self._become_ready(w, gen, record=False)
+        else:
+            self.clock.call_at(self.clock.now() + self.startup_ms, lambda: self._become_ready(w, gen), PRIO_ARRIVAL)
+
+    def _become_ready(self, w: int, gen: int, record: bool = True) -> None:
+        if self._gen[w] != gen or self.state[w] != STARTING:
+            return  # cancelled before it started
+        self.starting_order.remove(w)
+        self.observed = 0
+        self.state[w] = READY
+        self.ready_order.append(w)
+        if record:
+            self.h.router.set_workers(self.ready_order)
+            self.record(self, "ready")
+
+    def _drain(self, w: int) -> None:
+        self.state[w] = DRAINING
+        worker = self.h.workers[w]
+        if worker.idle:
+            self._retire(w)
+
+    def _on_idle(self, worker: Worker) -> None:
+        w = worker.wid
+        if self.state[w] == DRAINING and self.h.workers[w] is worker:
+            self._retire(w)
+            self.record(self, "drained")
+
+    def _retire(self, w: int) -> None:
+        self.state[w] = OFF
+        self.retired.append(self.h.workers[w])
+        self.h.router.forget_worker(w)
+
+
+@dataclass
+class _Window:
+    """Counter values at the start of the current throughput interval."""
+
+    arrived: int = 0
+    arrived_isl: int = 0
+    completed: int = 0
+    completed_osl: int = 0
+    prefilled: int = 0
+    prefilled_isl: int = 0
+    prefilled_reused: int = 0
+
+
+class PlannerDriver:
+    """Ticks the planner on the clock until the trace is done and applies its targets to the pools."""
+
+    def __init__(self, cfg: RunConfig, cluster, clock: Clock):
+        assert cfg.planner is not None
+        self.cfg = cfg
+        self.pcfg = cfg.planner
+        self.cluster = cluster
+        self.clock = clock
+        self.retired: list[Worker] = []
+        self.rows: list[tuple] = []
+        self.targets: dict[str, int] = {}
+        specs = {h.name: PoolSpec(h.role, h.args, h.timing) for h in cluster.pools}
+        self.planner = Planner(self.pcfg, cfg.slo, specs)
+        self.planner.check_deployment({h.name: len(h.workers) for h in cluster.pools})
+        startup = self.pcfg.startup_time_s * 1000.0
+        self.pools = [ScaledPool(h, clock, startup, self._record, self.retired) for h in cluster.pools]
+        self._window = _Window()
+        self._last_obs: Observation | None = None
+        self._t0: float | None = None
+        # arrivals counted at the last load ticks: the recent request rate a step down must fit
+        self._arrivals: deque[tuple[float, int]] = deque(maxlen=self.pcfg.load_min_observations + 1)
+
+    # -- timeline -----------------------------------------------------------------------
+    def _record(self, pool: ScaledPool, reason: str) -> None:
+        self.rows.append((self.clock.now() / 1000.0, pool.name, self.targets.get(pool.name, pool.expected),
+                          len(pool.starting_order), len(pool.ready_order), pool.count(DRAINING), pool.gpus, reason))
+
+    def timeline(self) -> pd.DataFrame:
+        """One row per change of any pool: replicas starting, routable and draining, and GPUs held."""
+        return pd.DataFrame(self.rows, columns=TIMELINE_COLUMNS)
+
+    def gpu_seconds(self, start_ms: float, end_ms: float) -> float:
+        """GPUs held (starting, routable or draining), integrated over [start, end]."""
+        held: dict[str, int] = {}
+        total, t_prev, level = 0.0, start_ms / 1000.0, 0
+        end_s = end_ms / 1000.0
+        for t, pool, *_rest, gpus, _reason in self.rows:
+            if t > t_prev and t_prev < end_s:
+                total += level * (min(t, end_s) - t_prev)
+                t_prev = min(t, end_s)
+            held[pool] = gpus
+            level = sum(held.values())
+        if end_s > t_prev:
+            total += level * (end_s - t_prev)
+        return total
+
+    def report(self) -> dict:
+        """Planner facts for the summary: settings, decisions, and per pool its replicas over the run."""
+        tl = self.timeline()
+        pools = {}
+        for p in self.pools:
+            rows = tl[tl["pool"] == p.name]
+            pools[p.name] = {"start": int(rows["ready"].iloc[0]), "final_ready": len(p.ready_order),
+                             "peak_ready": int(rows["ready"].max()),
+                             "peak_held": int((rows["starting"] + rows["ready"] + rows["draining"]).max()),
+                             "scale_ups": p.ups, "scale_downs": p.downs,
+                             "gpus_per_worker": p.h.args.gpus_per_worker}
+        return {"config": self.pcfg.model_dump(), "pools": pools,
+                "throughput_decisions": sum(d.kind == "throughput" for d in self.planner.decisions),
+                "peak_gpus": self._peak_gpus()}
+
+    def _peak_gpus(self) -> int:
+        held: dict[str, int] = {}
+        peak = 0
+        for row in self.rows:
+            held[row[1]] = row[6]
+            peak = max(peak, sum(held.values()))
+        return peak
+
+    # -- ticking -----------------------------------------------------------------------
+    def start(self) -> None:
+        for p in self.pools:
+            self.targets[p.name] = p.expected
+            self._record(p, "start")
+        sessions = self.cluster.frontend.trace.sessions
+        self._t0 = sessions[0].start_ms if sessions else 0.0
+        if self.pcfg.load_scaling:
+            self.clock.call_at(self._t0 + self.pcfg.load_interval_s * 1000.0, self._load_tick, PRIO_ARRIVAL)
+        if self.pcfg.uses_throughput_scaling:
+            self.clock.call_at(self._t0 + self.pcfg.throughput_interval_s * 1000.0, self._throughput_tick,
+                               PRIO_ARRIVAL)
+
+    def _done(self) -> bool:
+        return self.cluster.frontend.finished
+
+    def _throughput_tick(self) -> None:
+        if self._done():
+            return
+        c, w = self.cluster.frontend.counters, self._window
+        n = c.arrived - w.arrived
+        done = c.completed - w.completed
+        pre = c.prefilled - w.prefilled
+        prev = self._last_obs
+        obs = Observation(
+            num_requests=float(n),
+            avg_isl=(c.arrived_isl - w.arrived_isl) / n if n else (prev.avg_isl if prev else 0.0),
+            avg_osl=(c.completed_osl - w.completed_osl) / done if done else (prev.avg_osl if prev else 0.0),
+            kv_hit_rate=((c.prefilled_reused - w.prefilled_reused) / (c.prefilled_isl - w.prefilled_isl)
+                         if pre and c.prefilled_isl > w.prefilled_isl else (prev.kv_hit_rate if prev else 0.0)))
+        self._window = _Window(c.arrived, c.arrived_isl, c.completed, c.completed_osl, c.prefilled,
+                               c.prefilled_isl, c.prefilled_reused)
+        self._last_obs = obs
+        self.planner.observe(obs)
+        targets = self.planner.throughput_targets(self.clock.now() / 1000.0)
+        for p in self.pools:
+            t = targets[p.name]
+            if self.pcfg.load_scaling:
+                t = max(t, p.expected)   # a lower bound for the load steps
+            self.targets[p.name] = t
+            p.scale_to(t, "throughput")
+        self.clock.call_at(self.clock.now() + self.pcfg.throughput_interval_s * 1000.0, self._throughput_tick,
+                           PRIO_ARRIVAL)
+
+    def _traffic_so_far(self) -> tuple[float, float, float]:
+        """Average ISL, OSL and prefix-hit rate of the current window (else of everything seen)."""
+        if self._last_obs is not None:
+            o = self._last_obs
+            return o.avg_isl, o.avg_osl, o.kv_hit_rate
+        c = self.cluster.frontend.counters
+        isl = c.arrived_isl / c.arrived if c.arrived else 0.0
+        osl = c.completed_osl / c.completed if c.completed else 0.0
+        hit = c.prefilled_reused / c.prefilled_isl if c.prefilled_isl else 0.0
+        return isl, osl, hit
+
+    def _load_tick(self) -> None:
+        if self._done():
+            return
+        isl, osl, hit = self._traffic_so_far()
+        now = self.clock.now()
+        self._arrivals.append((now, self.cluster.frontend.counters.arrived))
+        (t_a, n_a), (t_b, n_b) = self._arrivals[0], self._arrivals[-1]
+        recent = (n_b - n_a) / ((t_b - t_a) / 1000.0) if t_b > t_a else None
+        current = {p.name: p.expected for p in self.pools}
+        for p in self.pools:
+            p.observed += 1
+        # no new action on a pool while some of its workers are still starting, nor before it was observed
+        # for load_min_observations ticks since its last change
+        wait = self.pcfg.load_min_observations
+        proposed = {p.name: current[p.name] if p.starting_order or p.observed < wait else
+                    self.planner.load_target(p.name, p.expected, p.loads(), avg_isl=isl, avg_osl=osl, kv_hit=hit,
+                                             recent_rps=recent)
+                    for p in self.pools}
+        # a step up that would break the GPU budget is refused
+        within = self.planner.fit_budget(proposed) == proposed
+        for p in self.pools:
+            new = proposed[p.name] if within else min(proposed[p.name], current[p.name])
+            if new != current[p.name]:
+                self.targets[p.name] = new
+                p.scale_to(new, "load")
+        self.clock.call_at(self.clock.now() + self.pcfg.load_interval_s * 1000.0, self._load_tick, PRIO_ARRIVAL)
