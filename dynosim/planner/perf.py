@@ -86,9 +86,8 @@ def agg_capacity(timing: TimingModel, args: MockerArgs, isl_eff: float, isl: flo
     cap = max_batch(args, ctx)
     if isl_eff > 0:
         cap = min(cap, int(mbt - isl_eff / osl)) if mbt - isl_eff / osl >= 1 else 1
-    best: Capacity | None = None
-    fallback: Capacity | None = None
-    for b in range(1, max(cap, 1) + 1):
+
+    def at(b: int) -> tuple[Capacity, bool]:
         per_pass_prefill = min(b * isl_eff / osl, mbt)
         dec = decode_step_ms(timing, args, b, ctx)
         step = (prefill_ms(timing, args, per_pass_prefill) if per_pass_prefill >= 1 else 0.0) + dec
@@ -96,12 +95,22 @@ def agg_capacity(timing: TimingModel, args: MockerArgs, isl_eff: float, isl: flo
         passes = math.ceil(isl_eff / chunk) if isl_eff > 0 else 1
         ttft = passes * (prefill_ms(timing, args, min(isl_eff, chunk)) + dec) if isl_eff > 0 else dec
         rps = b / (osl * step / 1000.0) if step > 0 else math.inf
-        if fallback is None:
-            fallback = Capacity(rps, b, False)
-        if step <= itl_ms and ttft <= ttft_ms and (best is None or rps > best.rps):
-            best = Capacity(rps, b, True)
-    assert fallback is not None
-    return best if best is not None else fallback
+        return Capacity(rps, b, True), step <= itl_ms and ttft <= ttft_ms
+
+    # pass time and TTFT grow with the batch while the rate b / (osl · pass) does too (the pass grows
+    # slower than linearly from a fixed cost): the best batch is the largest feasible one
+    lo, hi, best = 1, max(cap, 1), None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        c, ok = at(mid)
+        if ok:
+            best, lo = c, mid + 1
+        else:
+            hi = mid - 1
+    if best is not None:
+        return best
+    c, _ = at(1)
+    return Capacity(c.rps, 1, False)
 
 
 def replicas_for(demand_rps: float, cap: Capacity, floor: int) -> int:

@@ -270,14 +270,18 @@ class PlannerDriver:
         self._last_obs = obs
         self.planner.observe(obs)
         targets = self.planner.throughput_targets(self.clock.now() / 1000.0)
-        for p in self.pools:
-            t = targets[p.name]
-            if self.pcfg.load_scaling:
-                t = max(t, p.expected)   # a lower bound for the load steps
-            self.targets[p.name] = t
-            p.scale_to(t, "throughput")
+        if self.pcfg.load_scaling:      # a lower bound for the load steps, within the budget
+            targets = self.planner.fit_budget({p.name: max(targets[p.name], p.expected) for p in self.pools})
+        self._apply(targets, "throughput")
         self.clock.call_at(self.clock.now() + self.pcfg.throughput_interval_s * 1000.0, self._throughput_tick,
                            PRIO_ARRIVAL)
+
+    def _apply(self, targets: dict[str, int], reason: str) -> None:
+        """Shrinking pools first, so the pools together never hold more than the targets allow."""
+        for p in sorted(self.pools, key=lambda p: targets.get(p.name, p.expected) - p.expected):
+            if p.name in targets:
+                self.targets[p.name] = targets[p.name]
+                p.scale_to(targets[p.name], reason)
 
     def _traffic_so_far(self) -> tuple[float, float, float]:
         """Average ISL, OSL and prefix-hit rate of the current window (else of everything seen)."""
@@ -309,10 +313,7 @@ class PlannerDriver:
                                              recent_rps=recent)
                     for p in self.pools}
         # a step up that would break the GPU budget is refused
-        within = self.planner.fit_budget(proposed) == proposed
-        for p in self.pools:
-            new = proposed[p.name] if within else min(proposed[p.name], current[p.name])
-            if new != current[p.name]:
-                self.targets[p.name] = new
-                p.scale_to(new, "load")
+        if self.planner.fit_budget(proposed) != proposed:
+            proposed = {k: min(v, current[k]) for k, v in proposed.items()}
+        self._apply({k: v for k, v in proposed.items() if v != current[k]}, "load")
         self.clock.call_at(self.clock.now() + self.pcfg.load_interval_s * 1000.0, self._load_tick, PRIO_ARRIVAL)
