@@ -365,7 +365,7 @@ def validate(
                                                 "(default: .venv-vllm/bin/python when present)"),
     workers: int = typer.Option(1, "--workers", "-w", help="aggregated engine workers"),
     prefill_workers: int = typer.Option(0, help="disaggregated: prefill workers (the router's pool)"),
-    decode_workers: int = typer.Option(0, help="disaggregated: decode workers fed over NIXL (measured only)"),
+    decode_workers: int = typer.Option(0, help="disaggregated: decode workers fed over NIXL (predicted with the simulator's P/D model)"),
     decode_endpoint: list[str] = typer.Option([], "--decode-endpoint", help="attach, disaggregated: a decode "
                                               "server (once each); --endpoint then lists the prefill servers"),
     router_mode: RouterMode = typer.Option("kv", "--router-mode", help="routing policy"),

@@ -135,10 +135,16 @@ def test_validate_nixl_disaggregated_prefill_decode(vllm_nixl_python, tiny_model
         "--prefill-workers", "1", "--decode-workers", "1", "--router-mode", "kv", "--timing", "polynomial",
         "--block-size", str(BS), "--num-gpu-blocks", "2048", "--max-num-seqs", "64", "--startup-timeout", "600",
         "--request-timeout", "300", "--base-port", "18100", "--events-base-port", "18550", "--out", str(out)])
-    assert res.exit_code == 0, res.output
+    # the polynomial timing model describes a GPU, not this CPU: latencies may be out of tolerance (exit 1);
+    # the live run must be complete (not 3) and the prediction a disaggregated simulation of it
+    assert res.exit_code in (0, 1), res.output
     measured = json.loads((out / "measured" / "summary.json").read_text())
     assert measured["requests"]["completed"] == len(rows) and measured["requests"]["failed"] == 0
     assert measured["disaggregated"]["handoffs"] == len(rows)
+    predicted = json.loads((out / "predicted" / "summary.json").read_text())
+    assert predicted["requests"]["completed"] == len(rows) and predicted["num_gpus"] == 2
+    # prefix hits happen on the prefill pool, live and simulated alike
+    assert predicted["prefix_reuse_ratio"] == pytest.approx(measured["prefix_reuse_ratio"], abs=1e-4)
     df = pd.read_parquet(out / "measured" / "requests.parquet").sort_values("line")
     assert df["output_tokens"].tolist() == [r["output_length"] for r in rows]
     prefill, decode = measured["engine_counters"]["per_worker"]

@@ -232,3 +232,23 @@ def test_run_cli_with_the_planner(tmp_path):
     cfgf.write_text("planner: {predictor: oracle}\n")
     r = CliRunner().invoke(app, ["run", "--trace", str(p), "--config", str(cfgf)])
     assert r.exit_code == 2 and "planner.predictor" in r.output
+
+
+@pytest.mark.parametrize("name", ["planner_agg.yaml", "planner_disagg.yaml"])
+def test_example_planner_deployments_run(name):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from dynosim.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    r = CliRunner().invoke(app, ["run", "--trace", str(root / "examples" / "traces" / "conversation_1k.jsonl"),
+                                 "--limit", "300", "--arrival-speedup", "4", "--config", str(root / "examples" / name),
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["requests"]["completed"] == 300 and s["planner"]["config"]["max_gpu_budget"] == 16
+    assert set(s["planner"]["pools"]) == ({"workers"} if "agg" in name else {"prefill", "decode"})
+    if "disagg" in name:
+        assert s["planner"]["pools"]["prefill"]["gpus_per_worker"] == 2 and s["num_gpus"] == 6

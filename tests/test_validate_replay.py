@@ -686,3 +686,43 @@ def test_prompt_hasher_prepares_every_prompt_before_the_clock_starts(tmp_path):
     assert h.prompt((1, 2), 120) == tokens
     assert h.sequence_hashes((1, 2), 120) == block_hashes_of_tokens(tokens, 32)[1]
     assert h.sequence_hashes((1, 2), 100) == h.sequence_hashes((1, 2), 120)[:3]   # shared full blocks
+
+
+def test_disaggregated_validate_predicts_with_prefill_and_decode_pools(tmp_path):
+    """A live run with a decode pool is predicted by the simulator's P/D model: the model directory gives the
+    KV shape (float32 on the CPU build), a deployment file's transfer settings win."""
+    from dynosim.config import DisaggConfig
+    from dynosim.disagg.transfer import TransferConfig
+    from dynosim.validate.workflow import ValidateOptions, model_kv_shape, prediction_config
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"num_hidden_layers": 2, "num_attention_heads": 4,
+                                                   "num_key_value_heads": 4, "hidden_size": 128,
+                                                   "torch_dtype": "bfloat16"}))
+    shape = model_kv_shape(str(model), "cpu")
+    assert shape.bytes_per_token == 2 * 2 * 4 * 32 * 4                 # layers × K,V × heads × dim × fp32
+    assert model_kv_shape(str(model), "cuda").bytes_per_token == 2 * 2 * 4 * 32 * 2
+    assert model_kv_shape("", "cpu") is None and model_kv_shape(str(tmp_path / "none"), "cpu") is None
+    cfg = RunConfig(workers=2, router_mode="kv")
+    assert prediction_config(cfg, ValidateOptions(out=tmp_path)) is cfg                  # aggregated: as is
+    pc = prediction_config(cfg, ValidateOptions(out=tmp_path, model=str(model), decode_workers=3))
+    assert (pc.disagg.prefill_workers, pc.disagg.decode_workers) == (2, 3) and pc.num_gpus == 5
+    assert pc.disagg.transfer.shape == shape and pc.disagg.transfer.link == "tcp"
+    given = cfg.model_copy(update={"disagg": DisaggConfig(transfer=TransferConfig(link="nvlink"))})
+    pc = prediction_config(given, ValidateOptions(out=tmp_path, model=str(model), decode_workers=1))
+    assert pc.disagg.transfer.link == "nvlink" and (pc.disagg.prefill_workers, pc.disagg.decode_workers) == (2, 1)
+    (model / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="cannot read the model's KV shape"):
+        model_kv_shape(str(model), "cpu")
+    # the predicted run is a real disaggregated simulation
+    trace_path = tmp_path / "t.jsonl"
+    trace_path.write_text("".join(json.dumps({"timestamp": 10 * i, "input_length": 600, "output_length": 5,
+                                              "hash_ids": [0, i + 1]}) + "\n" for i in range(6)))
+    from dynosim.sim.simulation import simulate, summarize_state
+    from dynosim.traces.mooncake import load_trace
+
+    pc = prediction_config(cfg.model_copy(update={"trace_block_size": 512}),
+                           ValidateOptions(out=tmp_path, decode_workers=1))
+    _, s = summarize_state(simulate(load_trace(trace_path), pc))
+    assert s["requests"]["completed"] == 6 and s["num_gpus"] == 3

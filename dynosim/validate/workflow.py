@@ -20,7 +20,8 @@ from typing import Callable
 
 import pandas as pd
 
-from dynosim.config import RunConfig
+from dynosim.config import DisaggConfig, RunConfig
+from dynosim.disagg.transfer import DTYPE_BYTES, ModelKVShape, TransferConfig
 from dynosim.engines.live.launcher import LaunchSpec, cpu_core_plan, plan_ports
 from dynosim.sim.simulation import simulate, summarize_state
 from dynosim.traces.mooncake import Trace
@@ -187,24 +188,56 @@ def validate(trace: Trace, cfg: RunConfig, opts: ValidateOptions,
     say(f"live run: {measured['requests']['completed']} completed, {measured['requests']['failed']} failed, "
         f"{measured['requests']['not_sent']} not sent, {live.wall_s:.1f} s"
         + (f"; ABORTED: {live.aborted.splitlines()[0]}" if live.aborted else ""))
-    if opts.decode_workers:
-        # the simulator's disaggregated model (prefill pool, KV transfer, decode pool) is not built yet
-        say("disaggregated deployment: measured only (no prediction to compare with yet)")
-        predicted = {"note": "no prediction: the simulator does not model disaggregated serving yet"}
-        pdf = mdf.iloc[0:0]
-        table = compare(measured, predicted, tolerance=opts.tolerance, reuse_tolerance=opts.reuse_tolerance,
-                        tolerances=opts.tolerances, gate=opts.gate)
-        passed = True
+    sim_cfg = prediction_config(cfg, opts)
+    if sim_cfg.disagg is not None:
+        d = sim_cfg.disagg
+        link = d.transfer.resolved_link()
+        say(f"simulating the same trace on {d.prefill_workers} prefill + {d.decode_workers} decode worker(s), "
+            f"KV hand-off {d.transfer.shape.bytes_per_token} B/token at {link.bandwidth_gbps:g} GB/s "
+            f"+ {link.latency_ms:g} ms …")
     else:
         say("simulating the same trace and deployment …")
-        state = simulate(trace, cfg)
-        pdf, predicted = summarize_state(state)
-        table = compare(measured, predicted, tolerance=opts.tolerance, reuse_tolerance=opts.reuse_tolerance,
-                        tolerances=opts.tolerances, gate=opts.gate)
-        passed = verdict(table)
+    state = simulate(trace, sim_cfg)
+    pdf, predicted = summarize_state(state)
+    table = compare(measured, predicted, tolerance=opts.tolerance, reuse_tolerance=opts.reuse_tolerance,
+                    tolerances=opts.tolerances, gate=opts.gate)
+    passed = verdict(table)
     result = ValidationResult(table, measured, predicted, passed, measured_is_complete(measured), opts.out, live)
     _write(result, mdf, pdf, cfg)
     return result
+
+
+def model_kv_shape(model: str, device: str) -> ModelKVShape | None:
+    """The KV shape of a local model directory (its ``config.json``), in the dtype the engine runs it in:
+    float32 on the CPU build (launched with ``--dtype float32``), else the model's own (bf16 if unsaid)."""
+    path = Path(model) / "config.json" if model else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        c = json.loads(path.read_text())
+        heads = int(c["num_attention_heads"])
+        head_dim = int(c.get("head_dim") or int(c["hidden_size"]) // heads)
+        dtype = "float32" if device == "cpu" else str(c.get("torch_dtype") or "bfloat16")
+        return ModelKVShape(layers=int(c["num_hidden_layers"]), kv_heads=int(c.get("num_key_value_heads") or heads),
+                            head_dim=head_dim, dtype=dtype if dtype in DTYPE_BYTES else "bf16")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read the model's KV shape ({exc!r}); give disagg.transfer.model "
+                         "in --config") from None
+
+
+def prediction_config(cfg: RunConfig, opts: ValidateOptions) -> RunConfig:
+    """The deployment the simulator predicts: the live one, with a prefill and a decode pool when the live run
+    had a decode pool. The hand-off uses ``cfg.disagg.transfer`` when the deployment file gives one, else the
+    model's KV shape (from its directory) over the ``tcp`` preset."""
+    if not opts.decode_workers:
+        return cfg
+    if cfg.disagg is not None:
+        d = cfg.disagg.model_copy(update={"prefill_workers": cfg.workers, "decode_workers": opts.decode_workers})
+    else:
+        shape = model_kv_shape(opts.model, opts.device)
+        d = DisaggConfig(prefill_workers=cfg.workers, decode_workers=opts.decode_workers,
+                         transfer=TransferConfig(model=shape or "llama-3.1-8b", link="tcp"))
+    return RunConfig(**{**cfg.model_dump(), "disagg": d.model_dump()})
 
 
 def _write(res: ValidationResult, mdf: pd.DataFrame, pdf: pd.DataFrame, cfg: RunConfig) -> None:
