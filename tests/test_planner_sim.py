@@ -249,6 +249,6 @@ def test_example_planner_deployments_run(name):
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert s["requests"]["completed"] == 300 and s["planner"]["config"]["max_gpu_budget"] == 16
-    assert set(s["planner"]["pools"]) == ({"workers"} if "agg" in name else {"prefill", "decode"})
+    assert set(s["planner"]["pools"]) == ({"prefill", "decode"} if "disagg" in name else {"workers"})
     if "disagg" in name:
         assert s["planner"]["pools"]["prefill"]["gpus_per_worker"] == 2 and s["num_gpus"] == 6
