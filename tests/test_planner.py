@@ -112,6 +112,9 @@ def test_decode_capacity_is_littles_law_at_the_largest_batch_meeting_itl():
     # constant 5 ms steps: the KV cache bounds the batch (16384 blocks × 64 tokens / 4196 tokens = 249)
     fixed = decode_capacity(FixedTiming(decode=5.0), ARGS, isl, osl, 50.0)
     assert fixed.batch == 16384 * 64 // 4196 == 249 and fixed.rps == pytest.approx(249 / (200 * 0.005))
+    # headroom: the mean batch fills at most 80% of the cache
+    assert decode_capacity(FixedTiming(decode=5.0), ARGS, isl, osl, 50.0, kv_utilization=0.8).batch == \
+        int(16384 * 64 * 0.8 // 4196) == 199
     # no batch meets the ITL: one request per worker, flagged
     slow = decode_capacity(FixedTiming(decode=80.0), ARGS, isl, osl, 50.0)
     assert not slow.meets_slo and slow.batch == 1
@@ -196,6 +199,13 @@ def test_load_decisions_sla_target():
     assert _decide("decode", "sla", [_load(), _load()], fixed) == -1
     assert _decide("decode", "sla", [_load(), _load()], fixed, itl=35.0) == 0
     assert _decide("decode", "sla", [_load(), _load()], fixed, itl=25.0) == 1
+    # every decode engine has more KV demand than capacity (requests wait for blocks): up, although steps are fast
+    full = [_load(sched_kv=900_000, queued_kv=200_000), _load(sched_kv=950_000, queued_kv=100_000)]
+    assert _decide("decode", "sla", full, fixed) == 1 and _decide("aggregated", "sla", full, fixed, isl=100) == 1
+    assert _decide("decode", "sla", [full[0], _load()], fixed) == 0          # one has room: no step down either
+    # fast steps but a KV cache above 0.8 × capacity: no step down
+    busy = [_load(sched_kv=850_000), _load(sched_kv=850_000)]
+    assert _decide("decode", "sla", busy, fixed) == 0 and _decide("aggregated", "sla", busy, fixed, isl=100) == 0
     # aggregated: up if all miss either objective, down only if both are comfortable
     assert _decide("aggregated", "sla", [_load(), _load()], fixed, itl=25.0, isl=100) == 1
     assert _decide("aggregated", "sla", [_load(), _load()], fixed, isl=100) == -1

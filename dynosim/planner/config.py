@@ -40,6 +40,9 @@ class PlannerConfig(BaseModel):
                                        "before the next load step (a worker that just joined is idle)")
     load_down_sensitivity: float = Field(0.8, gt=0, le=1,
                                          description="sla target: scale down when every engine is below SLO × this")
+    max_kv_utilization: float = Field(0.8, gt=0, le=1,
+                                      description="throughput sizing: the mean decode batch fills the KV cache to at "
+                                                  "most this share (1.0: Dynamo's formula, no headroom)")
     max_kv_hit_rate: float = Field(0.95, ge=0, le=1, description="cap on the predicted prefix-hit rate")
 
     @model_validator(mode="after")

@@ -12,7 +12,10 @@ its workers' forward-pass metrics). Per optimization target:
 - ``sla``: each engine's TTFT and ITL are estimated from its queue with the
   timing model; up if *every* engine misses the objective, down if every
   engine is below objective × sensitivity (aggregated: up if all miss TTFT or
-  all miss ITL, down only if both are comfortably met).
+  all miss ITL, down only if both are comfortably met). Decode and aggregated
+  engines also scale up when every one has more KV demand than capacity
+  (requests wait for blocks: a TTFT the ITL estimate cannot see), and down
+  only when every one is below sensitivity × capacity.
 """
 
 from __future__ import annotations
@@ -65,11 +68,18 @@ def decide(role: str, target: str, loads: list[EngineLoad], args: MockerArgs, ti
         itl = [estimate_itl_ms(e, timing, args, avg_ctx) for e in loads] if role != "prefill" else []
         if role == "prefill":
             return _sla_vote(ttft, ttft_ms, down_sensitivity)
+        # requests waiting for KV space on every engine: their TTFT grows by a queue the ITL estimate cannot see
+        kv_full = all(e.scheduled_kv_tokens + e.queued_kv_tokens > e.max_kv_tokens for e in loads)
+        kv_easy = all(e.scheduled_kv_tokens + e.queued_kv_tokens < down_sensitivity * e.max_kv_tokens for e in loads)
         if role == "decode":
-            return _sla_vote(itl, itl_ms, down_sensitivity)
-        if all(t > ttft_ms for t in ttft) or all(t > itl_ms for t in itl):
+            if kv_full:
+                return 1
+            vote = _sla_vote(itl, itl_ms, down_sensitivity)
+            return vote if vote >= 0 or kv_easy else 0
+        if kv_full or all(t > ttft_ms for t in ttft) or all(t > itl_ms for t in itl):
             return 1
-        if all(t < ttft_ms * down_sensitivity for t in ttft) and all(t < itl_ms * down_sensitivity for t in itl):
+        if kv_easy and all(t < ttft_ms * down_sensitivity for t in ttft) and \
+                all(t < itl_ms * down_sensitivity for t in itl):
             return -1 if len(loads) > 1 else 0
         return 0
     p_up, p_down, u_up, u_down = THRESHOLDS[target]

@@ -40,9 +40,10 @@ def decode_step_ms(timing: TimingModel, args: MockerArgs, batch: int, context: f
     return timing.decode_ms(int(batch * context), context, total) / (args.speedup_ratio * args.decode_speedup_ratio)
 
 
-def max_batch(args: MockerArgs, context: float) -> int:
-    """Largest decode batch the KV cache and ``max_num_seqs`` allow at this context length."""
-    kv = args.num_gpu_blocks * args.block_size
+def max_batch(args: MockerArgs, context: float, kv_utilization: float = 1.0) -> int:
+    """Largest decode batch ``max_num_seqs`` and the KV cache (filled to ``kv_utilization``) allow at this
+    context length."""
+    kv = args.num_gpu_blocks * args.block_size * kv_utilization
     return max(1, min(args.max_num_seqs, int(kv // max(context, 1.0))))
 
 
@@ -52,11 +53,16 @@ def prefill_capacity(timing: TimingModel, args: MockerArgs, isl_eff: float) -> C
     return Capacity(1000.0 / wt if wt > 0 else math.inf, 1, True)
 
 
-def decode_capacity(timing: TimingModel, args: MockerArgs, isl: float, osl: float, itl_ms: float) -> Capacity:
-    """Little's law at the largest batch whose step meets the ITL objective, at context isl + osl/2."""
+def decode_capacity(timing: TimingModel, args: MockerArgs, isl: float, osl: float, itl_ms: float,
+                    kv_utilization: float = 1.0) -> Capacity:
+    """Little's law at the largest batch whose step meets the ITL objective, at context isl + osl/2.
+
+    ``kv_utilization`` < 1 keeps headroom in the KV cache: at 100% the mean
+    batch fills it, so any burst or long request queues (or preempts).
+    """
     osl = max(osl, 1.0)
     ctx = isl + osl / 2.0
-    hi = max_batch(args, ctx)
+    hi = max_batch(args, ctx, kv_utilization)
     lo, best = 1, 0
     while lo <= hi:                       # step time grows with the batch: binary search
         mid = (lo + hi) // 2
@@ -71,7 +77,7 @@ def decode_capacity(timing: TimingModel, args: MockerArgs, isl: float, osl: floa
 
 
 def agg_capacity(timing: TimingModel, args: MockerArgs, isl_eff: float, isl: float, osl: float,
-                 ttft_ms: float, itl_ms: float) -> Capacity:
+                 ttft_ms: float, itl_ms: float, kv_utilization: float = 1.0) -> Capacity:
     """Aggregated worker: each pass decodes the batch and prefills its share of new prompts.
 
     At batch b in steady state every pass prefills b·isl_eff/osl tokens (b
@@ -83,7 +89,7 @@ def agg_capacity(timing: TimingModel, args: MockerArgs, isl_eff: float, isl: flo
     osl = max(osl, 1.0)
     ctx = isl + osl / 2.0
     mbt = args.max_num_batched_tokens
-    cap = max_batch(args, ctx)
+    cap = max_batch(args, ctx, kv_utilization)
     if isl_eff > 0:
         cap = min(cap, int(mbt - isl_eff / osl)) if mbt - isl_eff / osl >= 1 else 1
 

@@ -117,8 +117,9 @@ class Planner:
         if spec.role == "prefill":
             return prefill_capacity(spec.timing, spec.args, isl_eff)
         if spec.role == "decode":
-            return decode_capacity(spec.timing, spec.args, isl, osl, self.slo.itl_ms)
-        return agg_capacity(spec.timing, spec.args, isl_eff, isl, osl, self.slo.ttft_ms, self.slo.itl_ms)
+            return decode_capacity(spec.timing, spec.args, isl, osl, self.slo.itl_ms, self.cfg.max_kv_utilization)
+        return agg_capacity(spec.timing, spec.args, isl_eff, isl, osl, self.slo.ttft_ms, self.slo.itl_ms,
+                            self.cfg.max_kv_utilization)
 
     def load_target(self, name: str, current: int, loads: list[EngineLoad], *, avg_isl: float, avg_osl: float,
                     kv_hit: float, recent_rps: float | None = None) -> int:
