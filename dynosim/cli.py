@@ -627,6 +627,101 @@ def trace_convert(
                   f"{res.dropped_too_long:,} of {res.scanned:,} rows left out as longer than {max_total_tokens} tokens)")
 
 
+def _float_list(text: str | None, name: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"{name}: expected comma-separated numbers, got {text!r}")
+
+
+def pareto_table(front, top: int) -> Table:
+    """The best points by output tokens/s/GPU among those meeting the objectives (AIConfigurator-style)."""
+    t = Table(title=f"top {min(top, len(front))} Pareto points by output tokens/s/GPU")
+    cols = [("config", "config", None), ("load ×", "load", 2), ("tok/s/GPU", "output_tps_per_gpu", 1),
+            ("tok/s/user", "tps_user_mean", 1), ("TTFT p90 ms", "ttft_p90", 0), ("ITL ms", "itl_mean", 2),
+            ("goodput req/s", "goodput_rps", 3), ("SLO %", "slo_attainment", None)]
+    for label, _, _ in cols:
+        t.add_column(label, justify="left" if label == "config" else "right")
+    for _, r in front.sort_values("output_tps_per_gpu", ascending=False).head(top).iterrows():
+        cells = []
+        for label, key, nd in cols:
+            v = r[key]
+            ci = r.get(f"{key}_ci", 0.0)
+            if key == "config":
+                cells.append(str(v))
+            elif key == "slo_attainment":
+                cells.append(_fmt(100 * v, 1))
+            else:
+                cells.append(_fmt(v, nd) + (f" ±{_fmt(ci, nd)}" if ci and ci == ci else ""))
+        t.add_row(*cells)
+    return t
+
+
+@app.command()
+def sweep(
+    trace: Path = typer.Option(..., "--trace", "-t", help="Mooncake-style JSONL trace"),
+    spec_file: Optional[Path] = typer.Option(None, "--spec", help="YAML/JSON SweepSpec (flags override it)"),
+    out: Path = typer.Option(Path("sweep-out"), "--out", "-o", help="results folder (re-running resumes it)"),
+    budget: Optional[int] = typer.Option(None, help="GPUs per deployment (default 16)"),
+    mode: Optional[str] = typer.Option(None, help="comma list: agg, disagg"),
+    tp: Optional[str] = typer.Option(None, help="comma list of GPUs per worker"),
+    router_mode: Optional[str] = typer.Option(None, "--router-mode", help="comma list of routing policies"),
+    load: Optional[str] = typer.Option(None, help="comma list of arrival-rate factors (default 1,2,4,8)"),
+    repeats: Optional[int] = typer.Option(None, help="seeds per point (confidence intervals)"),
+    executor: str = typer.Option("local", help="local (process pool, all cores), serial, or ray"),
+    jobs: Optional[int] = typer.Option(None, help="parallel simulations (default: all cores)"),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local instance)"),
+    limit: Optional[int] = typer.Option(None, help="replay only the first N trace rows"),
+    ttft_p90: Optional[float] = typer.Option(None, "--ttft-p90", help="keep points with p90 TTFT ≤ this (ms)"),
+    itl: Optional[float] = typer.Option(None, "--itl", help="keep points with mean ITL ≤ this (ms)"),
+    e2e: Optional[float] = typer.Option(None, "--e2e", help="keep points with p90 E2E ≤ this (ms)"),
+    top: int = typer.Option(10, help="rows of the printed Pareto table"),
+) -> None:
+    """Sweep deployments over a trace; write results.parquet, pareto.csv, pareto.png; print the best points."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from dynosim.sweeps.spec import SweepSpec, expand
+    from dynosim.sweeps.sweep import sweep as sweep_api
+
+    if executor not in ("local", "serial", "ray"):
+        _fail(f"--executor: unknown {executor!r}; choose local, serial or ray")
+    fields = _load_run_config(spec_file) if spec_file is not None else {}
+    over = {"gpu_budget": budget, "repeats": repeats,
+            "modes": [m.strip() for m in mode.split(",") if m.strip()] if mode else None,
+            "tp": [int(x) for x in _float_list(tp, "--tp")] if tp else None,
+            "router_modes": [m.strip() for m in router_mode.split(",") if m.strip()] if router_mode else None,
+            "arrival_speedups": _float_list(load, "--load")}
+    fields.update({k: v for k, v in over.items() if v is not None})
+    try:
+        spec = SweepSpec(**fields)
+        n = len(expand(spec))
+    except ValidationError as exc:
+        _fail(_validation_message(exc))
+    except ValueError as exc:
+        _fail(str(exc))
+    if not trace.exists():
+        _fail(f"trace not found: {trace}")
+    err_console.print(f"sweep: {n} points ({spec.repeats} seed(s) each) on {trace} → {out}")
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console) as bar:
+        task = bar.add_task("points", total=n)
+        try:
+            res = sweep_api(trace, spec, out, executor=executor, jobs=jobs, limit=limit, ray_address=ray_address,
+                            ttft_p90=ttft_p90, itl=itl, e2e=e2e,
+                            progress=lambda done, total: bar.update(task, completed=done))
+        except TraceError as exc:
+            _fail(str(exc))
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
+    err_console.print(f"ran {res.ran} point(s), {n - res.ran} from the store; "
+                      f"{int(res.points['meets_slo'].sum())}/{len(res.points)} meet the objectives")
+    console.print(pareto_table(res.frontier, top))
+    console.print(f"wrote {out}/results.parquet, points.csv, pareto.csv, pareto.png")
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

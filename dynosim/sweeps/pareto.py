@@ -1,0 +1,73 @@
+"""Pareto frontiers over sweep results, with SLO filters and confidence intervals over repeats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# what a point is, without its seed: repeats of one point are grouped on these
+GROUP_COLUMNS = ("config", "mode", "tp", "workers", "prefill", "decode", "router", "load")
+METRICS = ("output_tps_per_gpu", "tps_user_mean", "ttft_p50", "ttft_p90", "itl_mean", "e2e_p90",
+           "goodput_rps", "slo_attainment", "output_tps", "requests_per_s", "prefix_reuse")
+
+
+def aggregate(results: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """One row per point over its seeds: the mean of each metric, and ``<metric>_ci`` the half-width of its
+    Student-t confidence interval (0 with one seed)."""
+    from scipy.special import stdtrit    # Student-t quantile; scipy.stats takes seconds to import
+
+    keys = [c for c in results.columns if c in GROUP_COLUMNS or c not in METRICS and c not in
+            ("id", "seed", "wall_s", "completed", "failed", "preemptions", "num_gpus", "duration_s")
+            and not c.endswith("_p99") and c not in ("itl_p50", "itl_p90", "ttft_mean", "e2e_p50", "tps_user_p50")]
+    keys = [k for k in keys if k in results.columns]
+    rows = []
+    for key, g in results.groupby(keys, sort=False, dropna=False):
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        n = len(g)
+        row["repeats"] = n
+        for m in METRICS:
+            if m not in g:
+                continue
+            v = g[m].to_numpy(dtype=float)
+            row[m] = float(np.mean(v))
+            row[f"{m}_ci"] = float(stdtrit(n - 1, 0.5 + confidence / 2) * np.std(v, ddof=1) / np.sqrt(n)) \
+                if n > 1 else 0.0
+        row["failed"] = int(g["failed"].sum()) if "failed" in g else 0
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def slo_filter(df: pd.DataFrame, *, ttft_p90: float | None = None, itl: float | None = None,
+               e2e: float | None = None) -> pd.Series:
+    """Points meeting every given objective (ms): p90 TTFT, mean ITL, p90 E2E; points with failures never do."""
+    ok = pd.Series(True, index=df.index)
+    if ttft_p90 is not None:
+        ok &= df["ttft_p90"] <= ttft_p90
+    if itl is not None:
+        ok &= df["itl_mean"] <= itl
+    if e2e is not None:
+        ok &= df["e2e_p90"] <= e2e
+    if "failed" in df:
+        ok &= df["failed"] == 0
+    return ok
+
+
+def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Points no other point dominates (at least as high on both, higher on one); exact duplicates are all
+    kept; non-finite points never are."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    out = np.zeros(len(x), bool)
+    xs, ys = x[ok], y[ok]
+    for k in np.flatnonzero(ok):
+        dominated = (xs >= x[k]) & (ys >= y[k]) & ((xs > x[k]) | (ys > y[k]))
+        out[k] = not dominated.any()
+    return out
+
+
+def frontier(df: pd.DataFrame, x: str = "tps_user_mean", y: str = "output_tps_per_gpu") -> pd.DataFrame:
+    """The Pareto-optimal rows of ``df`` on (x, y), sorted by x."""
+    if df.empty:
+        return df
+    m = pareto_mask(df[x].to_numpy(), df[y].to_numpy())
+    return df[m].sort_values(x).reset_index(drop=True)

@@ -1,0 +1,39 @@
+"""The sweep's Pareto plot: every point, the frontier, agg and disagg in their own colours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+COLORS = {"agg": "C0", "disagg": "C1"}
+
+
+def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, path: str | Path, *, x: str = "tps_user_mean",
+                y: str = "output_tps_per_gpu", title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for mode, g in points.groupby("mode"):
+        ax.errorbar(g[x], g[y], xerr=g.get(f"{x}_ci"), yerr=g.get(f"{y}_ci"), fmt="o", alpha=0.45,
+                    color=COLORS.get(mode, "C2"), label=f"{mode} ({len(g)} points)", markersize=5)
+    if len(front):
+        ax.plot(front[x], front[y], "-", color="black", linewidth=1.2, label="Pareto frontier")
+        for _, r in front.iterrows():
+            ax.scatter([r[x]], [r[y]], s=60, facecolors="none", edgecolors=COLORS.get(r["mode"], "C2"),
+                       linewidths=1.5)
+            ax.annotate(f"{r['config']} ×{r['load']:g}", (r[x], r[y]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    ax.set_xlabel({"tps_user_mean": "tokens/s/user (mean)"}.get(x, x))
+    ax.set_ylabel({"output_tps_per_gpu": "output tokens/s/GPU"}.get(y, y))
+    ax.set_title(title or "dynosim sweep: throughput per GPU vs speed per user")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

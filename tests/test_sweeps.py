@@ -1,0 +1,170 @@
+"""Sweeps: grid expansion, the resumable store (incl. SIGKILL mid-run), executors, Pareto, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from dynosim.sweeps.pareto import aggregate, frontier, pareto_mask, slo_filter
+from dynosim.sweeps.runner import execute
+from dynosim.sweeps.spec import SweepSpec, expand, point_id
+from dynosim.sweeps.store import ResultStore
+from dynosim.sweeps.sweep import sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+TRACE = ROOT / "examples" / "traces" / "conversation_1k.jsonl"
+SMALL = dict(gpu_budget=4, modes=["agg", "disagg"], router_modes=["kv", "round-robin"],
+             arrival_speedups=[2.0, 8.0], prefill_fractions=[0.25, 0.5])
+
+
+def test_default_spec_expands_a_useful_grid():
+    pts = expand(SweepSpec())
+    # agg 16 workers, disagg 4P12D and 8P8D; × 2 routers × 4 loads
+    assert len(pts) == 3 * 2 * 4
+    assert {p.labels["config"] for p in pts} >= {"agg 16xTP1 kv", "disagg 4P12D-TP1 kv", "disagg 8P8D-TP1 round-robin"}
+    assert all(p.config.num_gpus == 16 for p in pts)
+    assert len({p.id for p in pts}) == len(pts)
+    assert [p.id for p in expand(SweepSpec())] == [p.id for p in pts]          # stable
+    assert pts[0].id == point_id(pts[0].config)
+
+
+def test_grid_over_tp_engine_router_params_and_seeds():
+    spec = SweepSpec(gpu_budget=8, modes=["agg", "disagg"], tp=[1, 2], tp_speedup={2: 1.7},
+                     prefill_fractions=[0.5], router_modes=["kv"], router_params={"temperature": [0.0, 0.5]},
+                     engine={"num_gpu_blocks": 4096}, engine_grid={"max_num_seqs": [64, 128]},
+                     arrival_speedups=[1.0], repeats=3)
+    pts = expand(spec)
+    assert len(pts) == 2 * 2 * 2 * 2 * 3             # (agg, disagg) × TP × temperature × max_num_seqs × seeds
+    tp2 = [p for p in pts if p.labels["tp"] == 2 and p.labels["mode"] == "agg"]
+    assert tp2[0].config.workers == 4 and tp2[0].config.engine.gpus_per_worker == 2
+    assert tp2[0].config.engine.speedup_ratio == 1.7 and tp2[0].config.engine.num_gpu_blocks == 4096
+    d = [p for p in pts if p.labels["mode"] == "disagg" and p.labels["tp"] == 1][0]
+    assert (d.config.disagg.prefill_workers, d.config.disagg.decode_workers) == (4, 4)
+    assert {p.labels["seed"] for p in pts} == {0, 1, 2}
+    assert "temperature=0.5" in {p.labels["config"].split(" ", 3)[-1] for p in pts} or any(
+        "temperature=0.5" in p.labels["config"] for p in pts)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"tp": [3]}, "not a positive multiple"), ({"prefill_fractions": [1.0]}, "strictly between"),
+    ({"router_params": {"bogus": [1]}}, "unknown field 'bogus'"), ({"engine_grid": {"nope": [1]}}, "unknown field"),
+    ({"modes": []}, "at least 1"), ({"arrival_speedups": [0]}, "> 0")])
+def test_spec_validation(kw, match):
+    with pytest.raises(ValidationError, match=match):
+        SweepSpec(**kw)
+
+
+def test_store_appends_and_drops_a_torn_line(tmp_path):
+    s = ResultStore(tmp_path)
+    s.append({"id": "a", "x": 1})
+    s.append({"id": "b", "x": 2})
+    with open(s.path, "ab") as fh:
+        fh.write(b'{"id": "c", "x"')                  # killed mid-write
+    s2 = ResultStore(tmp_path)
+    assert len(s2) == 2 and "c" not in s2 and s2.torn == 1
+    s2.append({"id": "c", "x": 3})
+    assert [json.loads(x)["id"] for x in s2.path.read_text().splitlines()] == ["a", "b", "c"]
+    assert s2.frame(["c", "a"])["x"].tolist() == [3, 1]
+
+
+def _strip(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=["wall_s"]).reset_index(drop=True)
+
+
+def test_local_pool_equals_serial_and_a_rerun_resumes(tmp_path):
+    spec = SweepSpec(**SMALL)
+    a = sweep(TRACE, spec, tmp_path / "serial", executor="serial", limit=60)
+    b = sweep(TRACE, spec, tmp_path / "pool", executor="local", jobs=2, limit=60)
+    assert a.ran == b.ran == len(expand(spec)) == 12
+    pd.testing.assert_frame_equal(_strip(a.results), _strip(b.results))
+    again = sweep(TRACE, spec, tmp_path / "serial", executor="serial", limit=60)
+    assert again.ran == 0
+    pd.testing.assert_frame_equal(_strip(again.results), _strip(a.results))
+    for name in ("results.parquet", "points.csv", "pareto.csv", "pareto.png", "spec.yaml"):
+        assert (tmp_path / "serial" / name).stat().st_size > 0
+    assert set(a.frontier["config"]) <= set(a.points["config"]) and len(a.frontier) >= 1
+
+
+def test_sigkilled_sweep_resumes_to_identical_results(tmp_path):
+    """A sweep killed with SIGKILL mid-run, then resumed, gives what an uninterrupted run gives."""
+    spec_path = tmp_path / "spec.yaml"
+    spec = dict(SMALL, arrival_speedups=[1.0, 2.0, 4.0, 8.0])
+    spec_path.write_text(json.dumps(spec))
+    cmd = [sys.executable, "-m", "dynosim.cli", "sweep", "--trace", str(TRACE), "--spec", str(spec_path),
+           "--limit", "120", "--executor", "serial", "--out", str(tmp_path / "killed")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "COLUMNS": "200"})
+    results = tmp_path / "killed" / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and results.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = results.read_text().count("\n")
+    assert 3 <= n_before < 24, "the sweep must be killed mid-run"
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    assert f"{24 - n_before} point(s)" in r.stderr.replace("\n", " ") or "from the store" in r.stderr
+    resumed = pd.read_parquet(tmp_path / "killed" / "results.parquet")
+    fresh = sweep(TRACE, SweepSpec(**spec), tmp_path / "fresh", executor="serial", limit=120)
+    pd.testing.assert_frame_equal(_strip(resumed), _strip(fresh.results))
+
+
+def test_pareto_mask_by_hand():
+    x = np.array([1, 2, 3, 2, 1, 3, np.nan])
+    y = np.array([5, 4, 1, 3, 5, 0.5, 9])
+    # (2,3) is beaten by (2,4); (3,0.5) by (3,1); duplicates (1,5) both stay; NaN never
+    assert pareto_mask(x, y).tolist() == [True, True, True, False, True, False, False]
+
+
+def test_aggregate_confidence_interval_and_slo_filter():
+    df = pd.DataFrame({"config": ["a", "a", "b"], "mode": ["agg"] * 3, "tp": [1] * 3, "workers": [2] * 3,
+                       "prefill": [0] * 3, "decode": [0] * 3, "router": ["kv"] * 3, "load": [1.0] * 3,
+                       "seed": [0, 1, 0], "output_tps_per_gpu": [1.0, 3.0, 5.0], "tps_user_mean": [10.0, 10.0, 1.0],
+                       "ttft_p90": [100.0, 100.0, 900.0], "itl_mean": [10.0, 12.0, 30.0], "e2e_p90": [1.0] * 3,
+                       "failed": [0, 0, 0], "wall_s": [0.1, 0.2, 0.3]})
+    agg = aggregate(df)
+    a = agg[agg["config"] == "a"].iloc[0]
+    assert a["repeats"] == 2 and a["output_tps_per_gpu"] == 2.0
+    # t(0.975, 1) × sd(1, 3) / √2 = 12.706 × 1.414 / 1.414
+    assert a["output_tps_per_gpu_ci"] == pytest.approx(12.7062, rel=1e-4)
+    assert agg[agg["config"] == "b"].iloc[0]["output_tps_per_gpu_ci"] == 0.0
+    assert slo_filter(agg, ttft_p90=500).tolist() == [True, False]
+    assert slo_filter(agg, itl=20, e2e=0.5).tolist() == [False, False]
+    front = frontier(agg)
+    assert front["config"].tolist() == ["b", "a"]                 # neither beats the other on both axes
+
+
+def test_execute_rejects_an_unknown_executor():
+    with pytest.raises(ValueError, match="unknown executor"):
+        execute(expand(SweepSpec(**SMALL))[:1], str(TRACE), executor="slurm")
+
+
+def test_cli_sweep(tmp_path):
+    from typer.testing import CliRunner
+
+    from dynosim.cli import app
+
+    r = CliRunner().invoke(app, ["sweep", "--trace", str(TRACE), "--limit", "60", "--budget", "4", "--mode", "agg",
+                                 "--load", "1,4", "--router-mode", "kv", "--executor", "serial", "--ttft-p90", "5000",
+                                 "--out", str(tmp_path / "o")], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "Pareto" in r.output and "agg 4xTP1 kv" in r.output
+    pts = pd.read_csv(tmp_path / "o" / "points.csv")
+    assert len(pts) == 2 and set(pts["load"]) == {1.0, 4.0}
+    r = CliRunner().invoke(app, ["sweep", "--trace", str(TRACE), "--tp", "3", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "not a positive multiple" in r.output
+    r = CliRunner().invoke(app, ["sweep", "--trace", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "y")])
+    assert r.exit_code == 2 and "trace not found" in r.output
