@@ -191,7 +191,7 @@ def validate(trace: Trace, cfg: RunConfig, opts: ValidateOptions,
     sim_cfg = prediction_config(cfg, opts)
     if sim_cfg.disagg is not None:
         d = sim_cfg.disagg
-        link = d.transfer.resolved_link()
+        link = d.transfer.resolved_link
         say(f"simulating the same trace on {d.prefill_workers} prefill + {d.decode_workers} decode worker(s), "
             f"KV hand-off {d.transfer.shape.bytes_per_token} B/token at {link.bandwidth_gbps:g} GB/s "
             f"+ {link.latency_ms:g} ms …")
@@ -217,7 +217,7 @@ def model_kv_shape(model: str, device: str) -> ModelKVShape | None:
         c = json.loads(path.read_text())
         heads = int(c["num_attention_heads"])
         head_dim = int(c.get("head_dim") or int(c["hidden_size"]) // heads)
-        dtype = "float32" if device == "cpu" else str(c.get("torch_dtype") or "bfloat16")
+        dtype = "float32" if device == "cpu" else str(c.get("torch_dtype") or c.get("dtype") or "bfloat16")
         return ModelKVShape(layers=int(c["num_hidden_layers"]), kv_heads=int(c.get("num_key_value_heads") or heads),
                             head_dim=head_dim, dtype=dtype if dtype in DTYPE_BYTES else "bf16")
     except (KeyError, TypeError, ValueError) as exc:
