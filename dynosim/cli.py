@@ -723,6 +723,45 @@ def sweep(
 
 
 @app.command()
+def regress(
+    spec_file: Path = typer.Option(..., "--spec", help="YAML regress spec: cases (trace + RunConfig), metrics, "
+                                   "tolerances"),
+    baseline: Path = typer.Option(..., "--baseline", help="baseline JSON (committed next to the spec)"),
+    update_baseline: bool = typer.Option(False, "--update-baseline", help="write the current figures as the "
+                                         "baseline instead of comparing"),
+) -> None:
+    """Run fixed cases and compare with a baseline: exit 1 when a metric got worse beyond its tolerance."""
+    from dynosim.sweeps.regress import compare as compare_regress, load_spec, read_baseline, run_cases, \
+        write_baseline
+
+    try:
+        spec, root = load_spec(spec_file)
+        base = None if update_baseline else read_baseline(baseline)
+        current = run_cases(spec, root)
+    except TraceError as exc:
+        _fail(str(exc))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if update_baseline:
+        write_baseline(baseline, current)
+        console.print(f"wrote the baseline for {len(current)} case(s) to {baseline}")
+        return
+    report = compare_regress(spec, base, current)
+    t = Table(title=f"dynosim regress: {len(spec.cases)} case(s), {report.regressions} regression(s)")
+    for c in ("case", "metric", "baseline", "current", "change", "tolerance", "status"):
+        t.add_column(c, justify="left" if c in ("case", "metric", "status") else "right")
+    for r in report.table.itertuples(index=False):
+        style = {"REGRESSED": "red", "improved": "green"}.get(r.status)
+        t.add_row(r.case, r.metric, _fmt(r.baseline, 3), _fmt(r.current, 3), f"{100 * r.change:+.2f}%",
+                  f"{100 * r.tolerance:.1f}%", f"[{style}]{r.status}[/{style}]" if style else r.status)
+    console.print(t)
+    if report.missing:
+        err_console.print(f"[red]no baseline for case(s): {', '.join(report.missing)}[/red] "
+                          "(run with --update-baseline)")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     print(__version__)
