@@ -9,12 +9,11 @@ import pandas as pd
 
 def plot_replicas(timeline: pd.DataFrame, path: str | Path, end_s: float | None = None) -> Path:
     """Step plot per pool: routable replicas (solid) and GPUs held incl. starting and draining (dashed)."""
-    import matplotlib
+    # a Figure without pyplot: no global backend switch (a notebook keeps its inline plots)
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
     end = end_s if end_s is not None else float(timeline["time_s"].max())
     for i, (pool, rows) in enumerate(timeline.groupby("pool", sort=False)):
         # the last row at any instant is the state after it
@@ -37,5 +36,4 @@ def plot_replicas(timeline: pd.DataFrame, path: str | Path, end_s: float | None 
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out

@@ -11,12 +11,11 @@ COLORS = {"agg": "C0", "disagg": "C1"}
 
 def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, path: str | Path, *, x: str = "tps_user_mean",
                 y: str = "output_tps_per_gpu", title: str = "") -> Path:
-    import matplotlib
+    # a Figure without pyplot: no global backend switch (a notebook keeps its inline plots)
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 6))
+    fig = Figure(figsize=(9, 6))
+    ax = fig.subplots()
     for mode, g in points.groupby("mode"):
         ax.errorbar(g[x], g[y], xerr=g.get(f"{x}_ci"), yerr=g.get(f"{y}_ci"), fmt="o", alpha=0.45,
                     color=COLORS.get(mode, "C2"), label=f"{mode} ({len(g)} points)", markersize=5)
@@ -35,5 +34,4 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, path: str | Path, *, 
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
