@@ -95,6 +95,17 @@ def test_local_pool_equals_serial_and_a_rerun_resumes(tmp_path):
     assert set(a.frontier["config"]) <= set(a.points["config"]) and len(a.frontier) >= 1
 
 
+def test_ray_executor_on_a_local_instance_equals_serial(tmp_path, monkeypatch):
+    """``--executor ray`` runs the same points as Ray tasks on a local instance; results are identical."""
+    pytest.importorskip("ray")
+    spec = SweepSpec(**dict(SMALL, modes=["agg"], router_modes=["kv"]))
+    a = sweep(TRACE, spec, tmp_path / "serial", executor="serial", limit=60)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")          # a throwaway local instance needs no token
+    b = sweep(TRACE, spec, tmp_path / "ray", executor="ray", jobs=2, limit=60)
+    assert b.ran == len(expand(spec)) == 2
+    pd.testing.assert_frame_equal(_strip(a.results), _strip(b.results))
+
+
 def test_sigkilled_sweep_resumes_to_identical_results(tmp_path):
     """A sweep killed with SIGKILL mid-run, then resumed, gives what an uninterrupted run gives."""
     spec_path = tmp_path / "spec.yaml"
