@@ -90,7 +90,11 @@ def test_local_pool_equals_serial_and_a_rerun_resumes(tmp_path):
     again = sweep(TRACE, spec, tmp_path / "serial", executor="serial", limit=60)
     assert again.ran == 0
     pd.testing.assert_frame_equal(_strip(again.results), _strip(a.results))
-    for name in ("results.parquet", "points.csv", "pareto.csv", "pareto.png", "spec.yaml"):
+    tf = pd.read_csv(tmp_path / "serial" / "pareto_ttft.csv")
+    pts = a.points
+    for _, r in tf.iterrows():           # nothing beats a TTFT-frontier point on both throughput and TTFT
+        assert not ((pts["output_tps_per_gpu"] > r["output_tps_per_gpu"]) & (pts["ttft_p90"] < r["ttft_p90"])).any()
+    for name in ("results.parquet", "points.csv", "pareto.csv", "pareto_ttft.csv", "pareto.png", "spec.yaml"):
         assert (tmp_path / "serial" / name).stat().st_size > 0
     assert set(a.frontier["config"]) <= set(a.points["config"]) and len(a.frontier) >= 1
 

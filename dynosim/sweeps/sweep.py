@@ -31,7 +31,7 @@ def sweep(trace: str | Path, spec: SweepSpec, out: str | Path, *, executor: str 
           itl: float | None = None, e2e: float | None = None,
           progress: Callable[[int, int], None] = lambda done, total: None) -> SweepResult:
     """Run ``spec`` on ``trace`` into ``out`` (resuming what is there); writes results.parquet, points.csv,
-    pareto.csv and pareto.png."""
+    pareto.csv (tokens/s/GPU vs tokens/s/user), pareto_ttft.csv (tokens/s/GPU vs p90 TTFT) and pareto.png."""
     trace = str(Path(trace).resolve())
     if not Path(trace).exists():
         raise FileNotFoundError(f"trace not found: {trace}")
@@ -56,9 +56,18 @@ def sweep(trace: str | Path, spec: SweepSpec, out: str | Path, *, executor: str 
     agg.to_csv(store.dir / "points.csv", index=False)
     front = frontier(agg[agg["meets_slo"]])
     front.to_csv(store.dir / "pareto.csv", index=False)
+    ttft_front(agg[agg["meets_slo"]]).to_csv(store.dir / "pareto_ttft.csv", index=False)
     plot_pareto(agg[agg["meets_slo"]], front, store.dir / "pareto.png",
                 title=f"{Path(trace).name}: {spec.gpu_budget} GPUs, {len(agg)} points")
     return SweepResult(results, agg, front, store.dir, len(todo))
+
+
+def ttft_front(points: pd.DataFrame) -> pd.DataFrame:
+    """The TTFT-vs-throughput frontier: no other point has both more output tokens/s/GPU and a lower p90 TTFT."""
+    if points.empty:
+        return points
+    f = frontier(points.assign(_neg_ttft=-points["ttft_p90"]), x="output_tps_per_gpu", y="_neg_ttft")
+    return f.drop(columns="_neg_ttft")
 
 
 def load_sweep(out: str | Path) -> pd.DataFrame:
