@@ -158,6 +158,8 @@ def run(
     gpus_per_worker: int = typer.Option(1, help="GPUs per worker (TP), for per-GPU throughput"),
     trace_block_size: int = typer.Option(512, help="tokens per trace hash_id"),
     arrival_speedup: float = typer.Option(1.0, help="divide arrival times and session delays by this"),
+    concurrency: Optional[int] = typer.Option(None, help="closed loop: keep N sessions open (the next starts when "
+                                              "one ends), ignoring the trace's timestamps"),
     limit: Optional[int] = typer.Option(None, help="replay only the first N trace rows"),
     router_temperature: float = typer.Option(0.0, help="KV router: 0 = argmin, >0 = softmax sampling"),
     kv_overlap_score_credit: float = typer.Option(1.0, help="KV router: credit per cached prefix block (0..1)"),
@@ -220,7 +222,8 @@ def run(
                                     max_replicas=planner_max_replicas) if planner else None
         cfg = RunConfig(workers=workers, router_mode=router_mode.value, engine=engine, router=router,
                         trace_block_size=trace_block_size, arrival_speedup=arrival_speedup, seed=seed,
-                        disagg=disagg, slo=SloConfig(ttft_ms=slo_ttft_ms, itl_ms=slo_itl_ms), planner=planner_cfg)
+                        disagg=disagg, slo=SloConfig(ttft_ms=slo_ttft_ms, itl_ms=slo_itl_ms), planner=planner_cfg,
+                        concurrency=concurrency)
         if config is not None:
             cfg = RunConfig(**_merge(json.loads(cfg.model_dump_json()), _load_run_config(config)))
     except ValidationError as exc:
@@ -639,7 +642,7 @@ def _float_list(text: str | None, name: str) -> list[float] | None:
 def pareto_table(front, top: int) -> Table:
     """The best points by output tokens/s/GPU among those meeting the objectives (AIConfigurator-style)."""
     t = Table(title=f"top {min(top, len(front))} Pareto points by output tokens/s/GPU")
-    cols = [("config", "config", None), ("load ×", "load", 2), ("tok/s/GPU", "output_tps_per_gpu", 1),
+    cols = [("config", "config", None), ("load", "load", 2), ("tok/s/GPU", "output_tps_per_gpu", 1),
             ("tok/s/user", "tps_user_mean", 1), ("TTFT p90 ms", "ttft_p90", 0), ("ITL ms", "itl_mean", 2),
             ("goodput req/s", "goodput_rps", 3), ("SLO %", "slo_attainment", None)]
     for label, _, _ in cols:
@@ -669,6 +672,8 @@ def sweep(
     tp: Optional[str] = typer.Option(None, help="comma list of GPUs per worker"),
     router_mode: Optional[str] = typer.Option(None, "--router-mode", help="comma list of routing policies"),
     load: Optional[str] = typer.Option(None, help="comma list of arrival-rate factors (default 1,2,4,8)"),
+    concurrency: Optional[str] = typer.Option(None, help="comma list of closed-loop concurrencies (sessions "
+                                              "open at once), instead of --load"),
     repeats: Optional[int] = typer.Option(None, help="seeds per point (confidence intervals)"),
     executor: str = typer.Option("local", help="local (process pool, all cores), serial, or ray"),
     jobs: Optional[int] = typer.Option(None, help="parallel simulations (default: all cores)"),
@@ -693,7 +698,8 @@ def sweep(
             "modes": [m.strip() for m in mode.split(",") if m.strip()] if mode else None,
             "tp": [int(x) for x in _float_list(tp, "--tp")] if tp else None,
             "router_modes": [m.strip() for m in router_mode.split(",") if m.strip()] if router_mode else None,
-            "arrival_speedups": _float_list(load, "--load")}
+            "arrival_speedups": _float_list(load, "--load"),
+            "concurrency": [int(x) for x in _float_list(concurrency, "--concurrency")] if concurrency else None}
     fields.update({k: v for k, v in over.items() if v is not None})
     try:
         spec = SweepSpec(**fields)

@@ -66,6 +66,8 @@ class RunConfig(BaseModel):
     engine: MockerArgs = Field(default_factory=MockerArgs)
     trace_block_size: int = Field(512, gt=0, description="tokens per trace hash_id")
     arrival_speedup: float = Field(1.0, gt=0, description="divide arrival times and session delays by this")
+    concurrency: int | None = Field(None, gt=0, description="closed loop: keep this many sessions open, the next "
+                                    "starting when one ends (the trace's timestamps are ignored)")
     seed: int = 0
     fast_forward: bool = Field(True, description="take uniform decode stretches in one event (same results)")
     slo: SloConfig = Field(default_factory=SloConfig, description="objectives for goodput and the planner")

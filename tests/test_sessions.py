@@ -52,3 +52,28 @@ def test_arrival_speedup_divides_start_times_and_delays(tmp_path):
     b = df[df.session_id == "b"].sort_values("turn")
     assert b.arrival_ms.iloc[0] == pytest.approx(5.0)
     assert b.arrival_ms.iloc[1] == pytest.approx(b.last_token_ms.iloc[0] + 1990 / 2.0)
+
+
+def test_closed_loop_concurrency_keeps_n_sessions_open(tmp_path):
+    """Closed loop with 2 users: timestamps are ignored, two requests start at 0 and each later one starts
+    when one finishes; one worker with fixed 10 ms prefill and 5 ms decode steps."""
+    import json as _json
+
+    from dynosim.config import RunConfig
+    from dynosim.engines.mocker.config import MockerArgs
+    from dynosim.sim.simulation import simulate
+    from dynosim.traces.mooncake import load_trace
+
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(_json.dumps({"timestamp": 1_000_000 * i, "input_length": 100, "output_length": 3,
+                                      "hash_ids": [i]}) + "\n" for i in range(6)))
+    eng = MockerArgs(timing="fixed", timing_params={"prefill_ms": 10, "decode_ms": 5})
+    st = simulate(load_trace(p), RunConfig(workers=1, engine=eng, concurrency=2))
+    reqs = sorted(st.requests, key=lambda r: r.arrival)
+    assert [r.arrival for r in reqs[:2]] == [0.0, 0.0]
+    ends = sorted(r.last_token for r in reqs)
+    for r in reqs[2:]:                                     # each later request starts as an earlier one ends
+        assert r.arrival in ends
+    for t in sorted({r.arrival for r in reqs} | set(ends)):
+        assert sum(r.arrival <= t < r.last_token for r in reqs) <= 2
+    assert all(r.status == "done" for r in reqs) and max(ends) < 1000      # far sooner than the timestamps

@@ -183,3 +183,15 @@ def test_cli_sweep(tmp_path):
     assert r.exit_code == 2 and "not a positive multiple" in r.output
     r = CliRunner().invoke(app, ["sweep", "--trace", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "y")])
     assert r.exit_code == 2 and "trace not found" in r.output
+
+
+def test_closed_loop_concurrency_as_the_load_axis(tmp_path):
+    spec = SweepSpec(**dict(SMALL, modes=["agg"], router_modes=["kv"], concurrency=[1, 8]))
+    pts = expand(spec)
+    assert [(p.config.concurrency, p.labels["load"], p.labels["load_kind"]) for p in pts] == \
+        [(1, 1.0, "concurrency"), (8, 8.0, "concurrency")]
+    res = sweep(TRACE, spec, tmp_path / "c", executor="serial", limit=60)
+    by = res.points.set_index("load")
+    # more users in flight: more throughput per GPU, slower per user
+    assert by.loc[8.0, "output_tps_per_gpu"] > by.loc[1.0, "output_tps_per_gpu"]
+    assert by.loc[8.0, "tps_user_mean"] <= by.loc[1.0, "tps_user_mean"]

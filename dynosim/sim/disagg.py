@@ -32,8 +32,8 @@ from dynosim.traces.mooncake import Trace
 class DisaggFrontend(Frontend):
     def __init__(self, clock: Clock, trace: Trace, hasher: BlockHasher, prefill_router: Router,
                  prefill_workers: Sequence[Worker], decode_router: Router, decode_workers: Sequence[Worker],
-                 kv_capacity_blocks: int, link: LinkState):
-        super().__init__(clock, trace, hasher, prefill_router, prefill_workers, kv_capacity_blocks)
+                 kv_capacity_blocks: int, link: LinkState, concurrency: int | None = None):
+        super().__init__(clock, trace, hasher, prefill_router, prefill_workers, kv_capacity_blocks, concurrency)
         self.decode_router = decode_router
         self.decode_workers = decode_workers
         self.link = link
@@ -169,7 +169,7 @@ def build_disagg_cluster(trace: Trace, cfg: RunConfig, clock: Clock):
     hasher = BlockHasher(bs, cfg.trace_block_size)
     link = LinkState(d.transfer)
     frontend = DisaggFrontend(clock, trace, hasher, prefill_router, prefill, decode_router, decode,
-                              min(pre_args.num_gpu_blocks, dec_args.num_gpu_blocks), link)
+                              min(pre_args.num_gpu_blocks, dec_args.num_gpu_blocks), link, cfg.concurrency)
     fr.append(frontend)
     pools = [PoolHandle("prefill", "prefill", prefill_router, prefill, new_prefill, pre_args, pre_timing),
              PoolHandle("decode", "decode", decode_router, decode, new_decode, dec_args, dec_timing)]

@@ -33,7 +33,9 @@ class TrafficCounters:
 
 class Frontend:
     def __init__(self, clock: Clock, trace: Trace, hasher: BlockHasher, router: Router,
-                 workers: Sequence[Worker], kv_capacity_blocks: int):
+                 workers: Sequence[Worker], kv_capacity_blocks: int, concurrency: int | None = None):
+        """``concurrency``: closed loop, as a load generator with N users: N sessions are open at any
+        time, the next one starting when one ends; the trace's timestamps are ignored (turn delays kept)."""
         self.clock = clock
         self.trace = trace
         self.hasher = hasher
@@ -46,6 +48,7 @@ class Frontend:
         self._turn_of: dict[int, tuple[Session, int]] = {}
         self._sessions_done = 0
         self.counters = TrafficCounters()
+        self.concurrency = concurrency
 
     @property
     def finished(self) -> bool:
@@ -53,8 +56,19 @@ class Frontend:
         return self._sessions_done == len(self._sessions)
 
     def start(self) -> None:
-        if self._sessions:
-            self.clock.call_at(self._sessions[0].start_ms, self._arrive_next_session, PRIO_ARRIVAL)
+        if not self._sessions:
+            return
+        if self.concurrency is not None:
+            for _ in range(min(self.concurrency, len(self._sessions))):
+                self.clock.call_at(0.0, self._open_next_session, PRIO_ARRIVAL)
+            return
+        self.clock.call_at(self._sessions[0].start_ms, self._arrive_next_session, PRIO_ARRIVAL)
+
+    def _open_next_session(self) -> None:
+        """Closed loop: the next session of the trace starts now."""
+        session = self._sessions[self._next_session]
+        self._next_session += 1
+        self._admit(session, 0)
 
     def _arrive_next_session(self) -> None:
         session = self._sessions[self._next_session]
@@ -127,6 +141,8 @@ class Frontend:
             self.clock.call_at(t_done + turn.delay_ms, lambda: self._admit(session, idx + 1), PRIO_ARRIVAL)
         else:
             self._sessions_done += 1
+            if self.concurrency is not None and self._next_session < len(self._sessions):
+                self.clock.call_at(t_done, self._open_next_session, PRIO_ARRIVAL)
 
 
 def _priority(row) -> int:

@@ -104,7 +104,7 @@ def build_cluster(trace: Trace, cfg: RunConfig, clock: Clock) -> Cluster:
         return worker
 
     workers.extend(new_worker(wid) for wid in range(cfg.workers))
-    frontend = Frontend(clock, trace, hasher, router, workers, cfg.engine.num_gpu_blocks)
+    frontend = Frontend(clock, trace, hasher, router, workers, cfg.engine.num_gpu_blocks, cfg.concurrency)
     frontend_ref.append(frontend)
     pool = PoolHandle("workers", "aggregated", router, workers, new_worker, cfg.engine, timing)
     return Cluster(frontend, router, workers, gaps, [pool])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 # what a point is, without its seed: repeats of one point are grouped on these
-GROUP_COLUMNS = ("config", "mode", "tp", "workers", "prefill", "decode", "router", "load")
+GROUP_COLUMNS = ("config", "mode", "tp", "workers", "prefill", "decode", "router", "load", "load_kind")
 METRICS = ("output_tps_per_gpu", "tps_user_mean", "ttft_p50", "ttft_p90", "itl_mean", "e2e_p90",
            "goodput_rps", "slo_attainment", "output_tps", "requests_per_s", "prefix_reuse")
 

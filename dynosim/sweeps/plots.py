@@ -24,7 +24,8 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, path: str | Path, *, 
         for _, r in front.iterrows():
             ax.scatter([r[x]], [r[y]], s=60, facecolors="none", edgecolors=COLORS.get(r["mode"], "C2"),
                        linewidths=1.5)
-            ax.annotate(f"{r['config']} ×{r['load']:g}", (r[x], r[y]), textcoords="offset points", xytext=(4, 4),
+            load = f"c{r['load']:g}" if r.get("load_kind") == "concurrency" else f"×{r['load']:g}"
+            ax.annotate(f"{r['config']} {load}", (r[x], r[y]), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
     ax.set_xlabel({"tps_user_mean": "tokens/s/user (mean)"}.get(x, x))
     ax.set_ylabel({"output_tps_per_gpu": "output tokens/s/GPU"}.get(y, y))

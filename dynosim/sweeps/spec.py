@@ -43,6 +43,8 @@ class SweepSpec(BaseModel):
                                               "(max_num_seqs, max_num_batched_tokens, block_size, ...)")
     arrival_speedups: list[float] = Field([1.0, 2.0, 4.0, 8.0], min_length=1,
                                           description="load: the trace's arrivals sped up by each factor")
+    concurrency: list[int] = Field(default_factory=list, description="load as closed-loop concurrency (sessions "
+                                   "open at once) instead of arrival_speedups, when given")
     transfer: TransferConfig = Field(default_factory=TransferConfig, description="disagg KV hand-off")
     repeats: int = Field(1, ge=1, description="seeds per point (confidence intervals)")
     trace_block_size: int = Field(512, gt=0)
@@ -64,6 +66,8 @@ class SweepSpec(BaseModel):
                 raise ValueError(f"engine: unknown field {k!r}")
         if any(s <= 0 for s in self.arrival_speedups):
             raise ValueError("arrival_speedups must be > 0")
+        if any(c <= 0 for c in self.concurrency):
+            raise ValueError("concurrency values must be > 0")
         return self
 
     def speedup_of(self, tp: int) -> float:
@@ -115,18 +119,21 @@ def expand(spec: SweepSpec) -> list[SweepPoint]:
     """Every combination, in a deterministic order (deployments × routers × engine × load × seed)."""
     points: list[SweepPoint] = []
     seen: set[str] = set()
-    for (fields, dep_labels), router_mode, rp, eg, speed, seed in itertools.product(
+    # load points: (arrival speed-up, closed-loop concurrency or None)
+    loads = [(1.0, c) for c in spec.concurrency] if spec.concurrency else [(s, None) for s in spec.arrival_speedups]
+    for (fields, dep_labels), router_mode, rp, eg, (speed, conc), seed in itertools.product(
             _deployments(spec), spec.router_modes, _grid(spec.router_params), _grid(spec.engine_grid),
-            spec.arrival_speedups, range(spec.repeats)):
+            loads, range(spec.repeats)):
         engine = {**spec.engine, **eg, **fields["engine"]}
         cfg = RunConfig(**{k: v for k, v in fields.items() if k != "engine"}, engine=MockerArgs(**engine),
                         router_mode=router_mode, router=RouterParams(**rp), arrival_speedup=speed, seed=seed,
-                        trace_block_size=spec.trace_block_size, slo=spec.slo)
+                        trace_block_size=spec.trace_block_size, slo=spec.slo, concurrency=conc)
         pid = point_id(cfg)
         if pid in seen:
             continue
         seen.add(pid)
-        labels = {**dep_labels, "router": cfg.router_mode, "load": speed, "seed": seed, **rp, **eg}
+        labels = {**dep_labels, "router": cfg.router_mode, "load": float(conc) if conc else speed,
+                  "load_kind": "concurrency" if conc else "rate", "seed": seed, **rp, **eg}
         labels["config"] = _name(labels)
         points.append(SweepPoint(pid, cfg, labels))
     return points
@@ -136,5 +143,6 @@ def _name(lb: dict[str, Any]) -> str:
     """A short human name of a deployment (without load and seed)."""
     dep = f"{lb['workers']}xTP{lb['tp']}" if lb["mode"] == "agg" else f"{lb['prefill']}P{lb['decode']}D-TP{lb['tp']}"
     extra = "".join(f" {k}={v}" for k, v in lb.items()
-                    if k not in ("mode", "tp", "workers", "prefill", "decode", "router", "load", "seed", "config"))
+                    if k not in ("mode", "tp", "workers", "prefill", "decode", "router", "load", "load_kind", "seed",
+                                 "config"))
     return f"{lb['mode']} {dep} {lb['router']}{extra}"
