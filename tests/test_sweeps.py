@@ -195,3 +195,14 @@ def test_closed_loop_concurrency_as_the_load_axis(tmp_path):
     # more users in flight: more throughput per GPU, slower per user
     assert by.loc[8.0, "output_tps_per_gpu"] > by.loc[1.0, "output_tps_per_gpu"]
     assert by.loc[8.0, "tps_user_mean"] <= by.loc[1.0, "tps_user_mean"]
+
+
+def test_metric_names_match_the_rows():
+    from dynosim.sweeps.runner import METRIC_NAMES, metrics_row
+
+    d = {"mean": 1.0, "p50": 1.0, "p90": 1.0, "p99": 1.0}
+    summary = {"throughput": {"output_tokens_per_s_per_gpu": 1, "output_tokens_per_s": 1, "requests_per_s": 1},
+               "goodput": {"requests_per_s": 1, "attainment": 1}, "tps_user": d, "ttft_ms": d, "itl_ms": d,
+               "e2e_ms": d, "prefix_reuse_ratio": 0, "preemptions": 0, "requests": {"completed": 1, "failed": 0},
+               "num_gpus": 1, "duration_s": 1}
+    assert tuple(metrics_row(summary)) == METRIC_NAMES

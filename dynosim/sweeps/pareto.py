@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# what a point is, without its seed: repeats of one point are grouped on these
-GROUP_COLUMNS = ("config", "mode", "tp", "workers", "prefill", "decode", "router", "load", "load_kind")
 METRICS = ("output_tps_per_gpu", "tps_user_mean", "ttft_p50", "ttft_p90", "itl_mean", "e2e_p90",
            "goodput_rps", "slo_attainment", "output_tps", "requests_per_s", "prefix_reuse")
 
@@ -16,10 +14,10 @@ def aggregate(results: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     Student-t confidence interval (0 with one seed)."""
     from scipy.special import stdtrit    # Student-t quantile; scipy.stats takes seconds to import
 
-    keys = [c for c in results.columns if c in GROUP_COLUMNS or c not in METRICS and c not in
-            ("id", "seed", "wall_s", "completed", "failed", "preemptions", "num_gpus", "duration_s")
-            and not c.endswith("_p99") and c not in ("itl_p50", "itl_p90", "ttft_mean", "e2e_p50", "tps_user_p50")]
-    keys = [k for k in keys if k in results.columns]
+    from dynosim.sweeps.runner import METRIC_NAMES
+
+    # a point's labels: everything a row carries that is not a measurement, its id or its seed
+    keys = [c for c in results.columns if c not in METRIC_NAMES and c not in ("id", "seed", "wall_s")]
     rows = []
     for key, g in results.groupby(keys, sort=False, dropna=False):
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))

@@ -20,6 +20,12 @@ def _trace(path: str, trace_block_size: int, speedup: float, limit: int | None):
     return load_trace(path, trace_block_size=trace_block_size, speedup=speedup, limit=limit)
 
 
+METRIC_NAMES = ("output_tps_per_gpu", "output_tps", "requests_per_s", "tps_user_mean", "tps_user_p50", "ttft_p50",
+                "ttft_p90", "ttft_p99", "ttft_mean", "itl_mean", "itl_p50", "itl_p90", "e2e_p50", "e2e_p90",
+                "goodput_rps", "slo_attainment", "prefix_reuse", "preemptions", "completed", "failed", "num_gpus",
+                "duration_s")
+
+
 def metrics_row(summary: dict) -> dict[str, Any]:
     """The figures a sweep compares, flat (one column each)."""
     th, g = summary["throughput"], summary["goodput"]
