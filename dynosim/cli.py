@@ -74,8 +74,10 @@ def _fmt(x: float, nd: int = 2) -> str:
 
 def summary_table(res: RunResult) -> Table:
     s = res.summary
+    d = res.config.disagg
+    pools = f"{d.prefill_workers}P+{d.decode_workers}D" if d is not None else f"{res.config.workers} workers"
     t = Table(title=f"dynosim run: {s['requests']['completed']}/{s['requests']['total']} requests, "
-                    f"{res.config.workers} workers, router {res.config.router_mode}")
+                    f"{pools}{' (start; planner on)' if res.config.planner else ''}, router {res.config.router_mode}")
     t.add_column("metric")
     for col in ("mean", "p50", "p90", "p95", "p99", "std"):
         t.add_column(col, justify="right")
