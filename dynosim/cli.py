@@ -677,6 +677,8 @@ def sweep(
     concurrency: Optional[str] = typer.Option(None, help="comma list of closed-loop concurrencies (sessions "
                                               "open at once), instead of --load"),
     repeats: Optional[int] = typer.Option(None, help="seeds per point (confidence intervals)"),
+    resample_fraction: Optional[float] = typer.Option(None, help="with --repeats: each seed replays its own random "
+                                                      "subset of this share of the sessions"),
     executor: str = typer.Option("local", help="local (process pool, all cores), serial, or ray"),
     jobs: Optional[int] = typer.Option(None, help="parallel simulations (default: all cores)"),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local instance)"),
@@ -696,7 +698,7 @@ def sweep(
     if executor not in ("local", "serial", "ray"):
         _fail(f"--executor: unknown {executor!r}; choose local, serial or ray")
     fields = _load_run_config(spec_file) if spec_file is not None else {}
-    over = {"gpu_budget": budget, "repeats": repeats,
+    over = {"gpu_budget": budget, "repeats": repeats, "resample_fraction": resample_fraction,
             "modes": [m.strip() for m in mode.split(",") if m.strip()] if mode else None,
             "tp": [int(x) for x in _float_list(tp, "--tp")] if tp else None,
             "router_modes": [m.strip() for m in router_mode.split(",") if m.strip()] if router_mode else None,

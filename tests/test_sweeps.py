@@ -206,3 +206,27 @@ def test_metric_names_match_the_rows():
                "e2e_ms": d, "prefix_reuse_ratio": 0, "preemptions": 0, "requests": {"completed": 1, "failed": 0},
                "num_gpus": 1, "duration_s": 1}
     assert tuple(metrics_row(summary)) == METRIC_NAMES
+
+
+def test_repeats_on_resampled_traces_give_real_intervals(tmp_path):
+    """Seeds alone do not move a round-robin point; resampled sessions do, and the interval shows it."""
+    base = dict(SMALL, modes=["agg"], router_modes=["round-robin"], arrival_speedups=[4.0], repeats=3)
+    plain = sweep(TRACE, SweepSpec(**base), tmp_path / "p", executor="serial", limit=120)
+    assert plain.points["output_tps_per_gpu_ci"].iloc[0] == 0.0
+    res = sweep(TRACE, SweepSpec(**base, resample_fraction=0.7), tmp_path / "r", executor="serial", limit=120)
+    assert res.points["repeats"].iloc[0] == 3 and res.points["output_tps_per_gpu_ci"].iloc[0] > 0
+    assert set(res.results["completed"]) == {84}                 # 70% of 120 single-turn sessions
+    ids = {p.id for p in expand(SweepSpec(**base))}
+    assert not ids & {p.id for p in expand(SweepSpec(**base, resample_fraction=0.7))}
+
+
+def test_trace_resample():
+    from dynosim.traces.mooncake import load_trace
+
+    tr = load_trace(TRACE, limit=100)
+    a, b = tr.resample(0.5, 1), tr.resample(0.5, 1)
+    assert a == b and a.n_sessions == 50 and a.resample(1.0, 3).n_sessions == 50
+    assert [s.start_ms for s in a.sessions] == sorted(s.start_ms for s in a.sessions)
+    assert tr.resample(0.5, 2) != a
+    with pytest.raises(ValueError, match="resample fraction"):
+        tr.resample(0.0, 1)

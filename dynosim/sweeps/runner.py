@@ -54,6 +54,8 @@ def run_point(point: SweepPoint, trace_path: str, limit: int | None = None) -> d
     t0 = time.perf_counter()
     cfg = point.config
     trace = _trace(trace_path, cfg.trace_block_size, cfg.arrival_speedup, limit)
+    if point.resample_fraction is not None:
+        trace = trace.resample(point.resample_fraction, cfg.seed)
     _, summary = summarize_state(simulate(trace, cfg))
     return {"id": point.id, **point.labels, **metrics_row(summary), "wall_s": time.perf_counter() - t0}
 

@@ -47,6 +47,8 @@ class SweepSpec(BaseModel):
                                    "open at once) instead of arrival_speedups, when given")
     transfer: TransferConfig = Field(default_factory=TransferConfig, description="disagg KV hand-off")
     repeats: int = Field(1, ge=1, description="seeds per point (confidence intervals)")
+    resample_fraction: float | None = Field(None, gt=0, le=1, description="with repeats: each seed replays its "
+                                            "own random subset of this share of the sessions")
     trace_block_size: int = Field(512, gt=0)
     slo: SloConfig = Field(default_factory=SloConfig)
 
@@ -81,11 +83,13 @@ class SweepPoint:
     id: str
     config: RunConfig
     labels: dict[str, Any]     # mode, tp, workers / prefill, decode, router, load, seed, grid values
+    resample_fraction: float | None = None
 
 
-def point_id(cfg: RunConfig) -> str:
-    """A stable id of a config (same config, same id, across runs and machines)."""
-    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+def point_id(cfg: RunConfig, resample_fraction: float | None = None) -> str:
+    """A stable id of a config and its trace resampling (same inputs, same id, across runs and machines)."""
+    blob = json.dumps({"config": cfg.model_dump(mode="json"), "resample": resample_fraction},
+                      sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -128,14 +132,14 @@ def expand(spec: SweepSpec) -> list[SweepPoint]:
         cfg = RunConfig(**{k: v for k, v in fields.items() if k != "engine"}, engine=MockerArgs(**engine),
                         router_mode=router_mode, router=RouterParams(**rp), arrival_speedup=speed, seed=seed,
                         trace_block_size=spec.trace_block_size, slo=spec.slo, concurrency=conc)
-        pid = point_id(cfg)
+        pid = point_id(cfg, spec.resample_fraction)
         if pid in seen:
             continue
         seen.add(pid)
         labels = {**dep_labels, "router": cfg.router_mode, "load": float(conc) if conc else speed,
                   "load_kind": "concurrency" if conc else "rate", "seed": seed, **rp, **eg}
         labels["config"] = _name(labels)
-        points.append(SweepPoint(pid, cfg, labels))
+        points.append(SweepPoint(pid, cfg, labels, spec.resample_fraction))
     return points
 
 

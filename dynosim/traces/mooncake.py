@@ -128,6 +128,17 @@ class Trace:
         """Start time (ms) of each session, in session order: the open-loop arrival schedule."""
         return [s.start_ms for s in self.sessions]
 
+    def resample(self, fraction: float, seed: int) -> "Trace":
+        """A random subset of the sessions (without replacement, arrival times kept): repeats of a sweep
+        point on resampled traces give its confidence interval over traffic, not only over seeds."""
+        import random
+
+        if not 0 < fraction <= 1:
+            raise ValueError(f"resample fraction must be in (0, 1], got {fraction}")
+        k = max(1, round(fraction * len(self.sessions)))
+        keep = sorted(random.Random(seed).sample(range(len(self.sessions)), k))
+        return Trace(self.path, self.trace_block_size, self.speedup, tuple(self.sessions[i] for i in keep))
+
     def rows(self) -> list[TraceRow]:
         """Every row in file order, e.g. to hash prompts up front."""
         return sorted((t.row for s in self.sessions for t in s.turns), key=lambda r: r.line)
