@@ -11,7 +11,7 @@ cache. Every change is a row of the replica timeline.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import replace
 
 import pandas as pd
 
@@ -19,6 +19,7 @@ from dynosim.config import RunConfig
 from dynosim.planner.load import EngineLoad
 from dynosim.planner.planner import Observation, Planner, PoolSpec
 from dynosim.sim.clock import PRIO_ARRIVAL, Clock
+from dynosim.sim.frontend import TrafficCounters
 from dynosim.sim.worker import Worker
 
 OFF, STARTING, READY, DRAINING = "off", "starting", "ready", "draining"
@@ -152,19 +153,6 @@ class ScaledPool:
         self.h.router.forget_worker(w)
 
 
-@dataclass
-class _Window:
-    """Counter values at the start of the current throughput interval."""
-
-    arrived: int = 0
-    arrived_isl: int = 0
-    completed: int = 0
-    completed_osl: int = 0
-    prefilled: int = 0
-    prefilled_isl: int = 0
-    prefilled_reused: int = 0
-
-
 class PlannerDriver:
     """Ticks the planner on the clock until the trace is done and applies its targets to the pools."""
 
@@ -182,7 +170,7 @@ class PlannerDriver:
         self.planner.check_deployment({h.name: len(h.workers) for h in cluster.pools})
         startup = self.pcfg.startup_time_s * 1000.0
         self.pools = [ScaledPool(h, clock, startup, self._record, self.retired) for h in cluster.pools]
-        self._window = _Window()
+        self._window = TrafficCounters()      # the counters at the start of the current throughput interval
         self._last_obs: Observation | None = None
         self._t0: float | None = None
         # arrivals counted at the last load ticks: the recent request rate a step down must fit
@@ -265,8 +253,7 @@ class PlannerDriver:
             avg_osl=(c.completed_osl - w.completed_osl) / done if done else (prev.avg_osl if prev else 0.0),
             kv_hit_rate=((c.prefilled_reused - w.prefilled_reused) / (c.prefilled_isl - w.prefilled_isl)
                          if pre and c.prefilled_isl > w.prefilled_isl else (prev.kv_hit_rate if prev else 0.0)))
-        self._window = _Window(c.arrived, c.arrived_isl, c.completed, c.completed_osl, c.prefilled,
-                               c.prefilled_isl, c.prefilled_reused)
+        self._window = replace(c)
         self._last_obs = obs
         self.planner.observe(obs)
         targets = self.planner.throughput_targets(self.clock.now() / 1000.0)
