@@ -21,11 +21,12 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, path: str | Path, *, 
                     color=COLORS.get(mode, "C2"), label=f"{mode} ({len(g)} points)", markersize=5)
     if len(front):
         ax.plot(front[x], front[y], "-", color="black", linewidth=1.2, label="Pareto frontier")
-        for _, r in front.iterrows():
+        for i, (_, r) in enumerate(front.iterrows()):
             ax.scatter([r[x]], [r[y]], s=60, facecolors="none", edgecolors=COLORS.get(r["mode"], "C2"),
                        linewidths=1.5)
             load = f"c{r['load']:g}" if r.get("load_kind") == "concurrency" else f"×{r['load']:g}"
-            ax.annotate(f"{r['config']} {load}", (r[x], r[y]), textcoords="offset points", xytext=(4, 4),
+            ax.annotate(f"{r['config']} {load}", (r[x], r[y]), textcoords="offset points",
+                        xytext=(4, 4 - 12 * (i % 3)),   # staggered: neighbours on the front often sit close
                         fontsize=7)
     ax.set_xlabel({"tps_user_mean": "tokens/s/user (mean)"}.get(x, x))
     ax.set_ylabel({"output_tps_per_gpu": "output tokens/s/GPU"}.get(y, y))
