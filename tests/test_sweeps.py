@@ -51,8 +51,8 @@ def test_grid_over_tp_engine_router_params_and_seeds():
     d = [p for p in pts if p.labels["mode"] == "disagg" and p.labels["tp"] == 1][0]
     assert (d.config.disagg.prefill_workers, d.config.disagg.decode_workers) == (4, 4)
     assert {p.labels["seed"] for p in pts} == {0, 1, 2}
-    assert "temperature=0.5" in {p.labels["config"].split(" ", 3)[-1] for p in pts} or any(
-        "temperature=0.5" in p.labels["config"] for p in pts)
+    names = {p.labels["config"] for p in pts}
+    assert "agg 4xTP2 kv temperature=0.5 max_num_seqs=128" in names           # grid values name the point
 
 
 @pytest.mark.parametrize("kw,match", [
