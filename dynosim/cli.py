@@ -480,6 +480,8 @@ def validate(
                   "comparison.json, comparison.png, measured/, predicted/")
     if res.measured.get("aborted"):
         err_console.print(f"[red]run aborted:[/red] {res.measured['aborted']}")
+    for reason, n in res.measured.get("failure_reasons", {}).items():
+        err_console.print(f"[red]failed ×{n}:[/red] {reason}")
     verdict = {0: "[green]PASS[/green]", 1: "[red]FAIL: out of tolerance[/red]",
                3: "[red]INCOMPLETE: requests lost[/red]"}[res.exit_code]
     console.print(verdict)

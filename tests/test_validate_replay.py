@@ -287,6 +287,9 @@ def test_faults_are_failed_with_reasons_and_sessions_go_on(tmp_path):
     assert s["requests"]["failed"] == 4 and s["requests"]["completed"] == len(rows) - 4
     assert s["requests"]["not_sent"] == 0 and s["aborted"] is None
     assert not measured_is_complete(s)
+    # every failure is named in the summary, one line per distinct reason
+    assert sum(s["failure_reasons"].values()) == 4 and len(s["failure_reasons"]) == 4
+    assert any("HTTP 500" in reason for reason in s["failure_reasons"])
 
     faults = {int(x["request_id"].removeprefix("dynosim-")): x["fault"]
               for srv in servers for x in srv.requests if x["fault"]}
@@ -388,6 +391,8 @@ def test_abort_fails_requests_launched_but_never_started_and_those_queued_in_the
     status = {r.rid: r.status for r in run.requests}
     assert status[0] == status[1] == "failed: in flight when the run was aborted (operator stop)"
     assert all(status[i] == "failed: not sent, run aborted (operator stop)" for i in (2, 3, 4, 5))
+    assert s["failure_reasons"] == {"not sent, run aborted (operator stop)": 4,
+                                    "in flight when the run was aborted (operator stop)": 2}
     assert [x["request_id"] for x in srv.requests] == ["dynosim-0", "dynosim-1"]
 
 
@@ -665,6 +670,7 @@ def test_cli_validate_unreachable_endpoint_fails_fast_with_exit_3(tmp_path, quic
     assert res.exit_code == 3, res.output
     assert isinstance(res.exception, SystemExit) and "Traceback" not in res.output
     assert "live: 0 completed, 6 failed, 0 not sent" in text and "INCOMPLETE: requests lost" in text
+    assert "failed ×6:" in text and "cannot connect" in text.split("failed ×6:")[1]
     mdf = pd.read_csv(tmp_path / "o" / "measured" / "requests.csv")
     assert len(mdf) == 6 and mdf["status"].str.contains("cannot connect").all()
     assert json.loads((tmp_path / "o" / "comparison.json").read_text())["exit_code"] == 3
@@ -726,3 +732,81 @@ def test_disaggregated_validate_predicts_with_prefill_and_decode_pools(tmp_path)
                            ValidateOptions(out=tmp_path, decode_workers=1))
     _, s = summarize_state(simulate(load_trace(trace_path), pc))
     assert s["requests"]["completed"] == 6 and s["num_gpus"] == 3
+
+
+# ---------------------------------------------------------------------------
+# 8. disaggregated: prefill -> NIXL-style hand-off -> decode, against fakes
+
+
+async def _replay_pd(trace, cfg, n_decode: int, setup=None, **kw):
+    servers = [await FakeOpenAIServer(script=script()).start() for _ in range(cfg.workers + n_decode)]
+    try:
+        if setup is not None:
+            setup(servers)
+        urls = [s.base_url for s in servers]
+        run = await LiveReplay(trace, cfg, urls[:cfg.workers], MODEL, decode_urls=urls[cfg.workers:],
+                               health_every_s=0.2, **kw).run()
+    finally:
+        for s in servers:
+            await s.stop()
+    return run, servers[:cfg.workers], servers[cfg.workers:]
+
+
+def test_disaggregated_replay_hands_every_request_off_after_a_warm_up_per_pair(tmp_path):
+    rows = small_rows(10)
+    trace = load_rows(tmp_path, rows, tbs=TBS)
+    run, prefill, decode = asyncio.run(_replay_pd(trace, config("round-robin"), 2))
+    s = assert_accounted(run, len(rows))
+    assert s["requests"]["completed"] == len(rows) and measured_is_complete(s)
+    assert s["disaggregated"]["handoffs"] == len(rows)
+    # one warm-up hand-off per (prefill, decode) pair, before any trace request, none failed
+    assert s["live"]["warmup"] == {"attempts": 4, "errors": []}
+    for srv in prefill + decode:
+        ids = [x["request_id"] for x in srv.requests]
+        n_warm = sum(i.startswith("dynosim-warmup-") for i in ids)
+        assert n_warm == 2 and all(i.startswith("dynosim-warmup-") for i in ids[:n_warm])
+    # prefill servers answered max_tokens=1 hand-offs; decode servers pulled KV from both prefill engines
+    trace_pre = [x for srv in prefill for x in srv.requests if not x["request_id"].startswith("dynosim-warmup")]
+    assert len(trace_pre) == len(rows)
+    assert all(x["body"]["max_tokens"] == 1 and x["body"]["kv_transfer_params"]["do_remote_decode"]
+               for x in trace_pre)
+    assert all(srv.kv_peers == {p.engine_id for p in prefill} for srv in decode)
+    assert sum(srv.kv_transfers for srv in decode) == len(rows) + 4
+    # the decode request carries the prefill answer's parameters, and the trace's output length
+    by_id = {x["request_id"]: x["body"] for srv in decode for x in srv.requests}
+    for r in run.requests:
+        body = by_id[f"dynosim-{r.rid}"]
+        assert body["max_tokens"] == r.osl and body["kv_transfer_params"]["do_remote_prefill"] is True
+    df = run.frame()
+    assert set(df["decode_worker"]) == {0, 1} and (df["prefill_ms"] > 0).all()
+    # prefix hits are the prefill servers': round-robin puts rows i and i+2 (same first hash id, 2 blocks)
+    # on one server; the warm-up prompts share nothing with the trace, so they add no hit
+    assert df.sort_values("line")["cached_tokens_reported"].tolist() == [0, 0] + [TBS] * (len(rows) - 2)
+
+
+def test_disaggregated_warm_up_retries_a_failed_kv_load_and_loses_no_request(tmp_path):
+    rows = small_rows(6)
+    trace = load_rows(tmp_path, rows, tbs=TBS)
+    run, _, decode = asyncio.run(_replay_pd(trace, config("round-robin", workers=1), 1,
+                                            setup=lambda srv: srv[1].inject("kv_load_fail"), warmup_retry_s=0.01))
+    s = assert_accounted(run, len(rows))
+    assert s["requests"]["completed"] == len(rows) and measured_is_complete(s)
+    assert s["live"]["warmup"]["attempts"] == 2
+    (err,) = s["live"]["warmup"]["errors"]
+    assert err.startswith("prefill 0 -> decode 0, attempt 1:") and "HTTP 500" in err and "KV load" in err
+    assert [x["request_id"] for x in decode[0].requests[:2]] == ["dynosim-warmup-p0-d0-0", "dynosim-warmup-p0-d0-1"]
+
+
+def test_disaggregated_warm_up_that_keeps_failing_aborts_before_the_clock_starts(tmp_path):
+    rows = small_rows(6)
+    trace = load_rows(tmp_path, rows, tbs=TBS)
+    run, prefill, decode = asyncio.run(_replay_pd(
+        trace, config("round-robin", workers=1), 1, setup=lambda srv: srv[1].inject("kv_load_fail", count=3),
+        warmup_retry_s=0.01))
+    s = assert_accounted(run, len(rows))
+    assert s["requests"]["not_sent"] == len(rows) and not measured_is_complete(s)
+    assert s["aborted"].startswith(f"the KV hand-off from prefill {prefill[0].base_url} to decode "
+                                   f"{decode[0].base_url} failed 3 times before the run; last: ")
+    assert "KV load from engine" in s["aborted"] and len(s["live"]["warmup"]["errors"]) == 3
+    # no trace request reached either server
+    assert all(x["request_id"].startswith("dynosim-warmup-") for srv in prefill + decode for x in srv.requests)

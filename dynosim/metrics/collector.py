@@ -41,7 +41,7 @@ def requests_frame(requests: list[Request]) -> pd.DataFrame:
         "turn": np.fromiter((r.turn for r in requests), np.int64, n),
         "line": np.fromiter((r.line for r in requests), np.int64, n),
         "worker": np.fromiter((r.worker for r in requests), np.int64, n),
-        "status": [r.status for r in requests],
+        "status": pd.Series([r.status for r in requests], dtype="str"),  # str-typed even when empty
         "arrival_ms": arrival,
         "first_token_ms": first,
         "last_token_ms": last,

@@ -40,6 +40,13 @@ from dynosim.sim.frontend import Frontend
 from dynosim.traces.mooncake import Trace
 
 
+WARMUP_HASH_BASE = 1 << 60   # hash ids of warm-up prompts, far above any trace's
+
+
+class _NotStarted(Exception):
+    """The run was aborted before its clock started (a failed warm-up)."""
+
+
 class PromptHasher:
     """What the frontend needs of a hasher, for live runs: the real prompt's block hashes.
 
@@ -108,6 +115,7 @@ class LiveRun:
     decode_worker: dict[int, int] = field(default_factory=dict)
     prefill_results: dict[int, CompletionResult] = field(default_factory=dict)
     scheduled: dict[int, float] = field(default_factory=dict)  # trace arrival, where arrival_ms is the send time
+    warmup: dict = field(default_factory=dict)                 # disaggregated: hand-offs before the clock started
 
     def frame(self) -> pd.DataFrame:
         df = requests_frame(self.requests)
@@ -134,6 +142,7 @@ class LiveRun:
         s["requests"]["not_sent"] = self.not_sent
         s["requests"]["total"] += self.not_sent
         s["aborted"] = self.aborted
+        s["failure_reasons"] = failure_reasons(self.requests)
         hits = sum(d.get("prefix_cache_hits", 0.0) for d in self.engine_deltas)
         queries = sum(d.get("prefix_cache_queries", 0.0) for d in self.engine_deltas)
         s["engine_counters"] = {"prefix_cache_hits": hits, "prefix_cache_queries": queries,
@@ -153,7 +162,7 @@ class LiveRun:
             s["disaggregated"] = {"prefill_workers": len(self.urls), "decode_workers": len(self.decode_urls),
                                   "prefill_handoff_ms_p50": float(np.median(pre)) if pre else float("nan"),
                                   "handoffs": len(pre)}
-        s["live"] = {"wall_s": self.wall_s, "urls": self.urls + self.decode_urls, "max_clock_lag_ms": self.max_clock_lag_ms,
+        s["live"] = {"warmup": self.warmup, "wall_s": self.wall_s, "urls": self.urls + self.decode_urls, "max_clock_lag_ms": self.max_clock_lag_ms,
                      "send_lag_ms_p99": float(np.percentile(self.send_lag_ms, 99)) if self.send_lag_ms else 0.0}
         return s
 
@@ -173,7 +182,7 @@ class LiveReplay:
                  request_timeout_s: float = 600.0, kv_listeners: list[Callable] | None = None,
                  servers: list | None = None, health_every_s: float = 2.0, health_failures: int = 3,
                  progress: Callable[[int, int, int], None] | None = None,
-                 decode_urls: list[str] | None = None):
+                 decode_urls: list[str] | None = None, warmup_attempts: int = 3, warmup_retry_s: float = 2.0):
         if len(urls) != cfg.workers:
             raise ValueError(f"the deployment has {cfg.workers} worker(s) but {len(urls)} endpoint(s) were given")
         self.trace = trace
@@ -202,6 +211,9 @@ class LiveReplay:
         self._done = 0
         self._failed = 0
         self._worker_state: list[tuple[float, int]] = [(0.0, 0)] * cfg.workers
+        self.warmup_attempts = warmup_attempts
+        self.warmup_retry_s = warmup_retry_s
+        self.warmup: dict = {}
 
     # -- wiring ---------------------------------------------------------------------
     def _router(self) -> Router:
@@ -292,6 +304,46 @@ class LiveReplay:
         res.cached_tokens = pre.cached_tokens  # prefix hits happen where the prompt is computed
         return res
 
+    async def _warm_up_handoffs(self, prefill: list[LiveClient]) -> str | None:
+        """One hand-off per (prefill, decode) pair before the clock starts; the reason it failed, else None.
+
+        vLLM's first transfer between two instances does the NIXL handshake
+        (metadata over the side channel, with a 5 s receive timeout), and a
+        failed handshake fails the request waiting on it. Doing it here keeps
+        that one-time cost out of the measured TTFT, and a handshake that a
+        busy host answers late is retried instead of losing a trace request.
+        """
+        bs = self.cfg.engine.block_size
+        tbs = self.cfg.trace_block_size
+        length = 2 * bs
+        attempts, errors = 0, []
+        for p, pre_client in enumerate(prefill):
+            for d, dec_client in enumerate(self._decode_clients):
+                # hash ids far outside any trace's: the warm-up prompt shares no prefix with trace prompts
+                first = WARMUP_HASH_BASE + 64 * (p * len(self._decode_clients) + d)
+                prompt = self.hasher.prompt(list(range(first, first + math.ceil(length / tbs))), length)
+                for k in range(self.warmup_attempts):
+                    attempts += 1
+                    rid = f"dynosim-warmup-p{p}-d{d}-{k}"
+                    res = await pre_client.prefill_handoff(prompt, request_id=f"{rid}-prefill")
+                    if res.ok:
+                        res = await dec_client.complete(prompt, 2, request_id=rid,
+                                                        extra_body={"kv_transfer_params": res.kv_transfer_params})
+                        if res.ok and res.completion_tokens != 2:
+                            res.error = f"expected 2 output tokens, the engine returned {res.completion_tokens}"
+                            res.status = "error"
+                    if res.ok:
+                        break
+                    errors.append(f"prefill {p} -> decode {d}, attempt {k + 1}: {res.error}")
+                    if k + 1 < self.warmup_attempts:
+                        await asyncio.sleep(self.warmup_retry_s)
+                else:
+                    self.warmup = {"attempts": attempts, "errors": errors}
+                    return (f"the KV hand-off from prefill {self.urls[p]} to decode {self.decode_urls[d]} failed "
+                            f"{self.warmup_attempts} times before the run; last: {errors[-1]}")
+        self.warmup = {"attempts": attempts, "errors": errors}
+        return None
+
     def abort(self, reason: str) -> None:
         """End the run now: no new requests, in-flight ones are cancelled and reported."""
         if self._aborted is None:
@@ -362,11 +414,17 @@ class LiveReplay:
                 listeners = [make(w, self.router.on_kv_event) for w, make in enumerate(self.kv_listener_factories)]
                 for lst in listeners:
                     await lst.start()
+            if self.decode_urls:
+                problem = await self._warm_up_handoffs([w.client for w in workers])
+                if problem is not None:
+                    self.abort(problem)
             before = await self._scrape_all(session)
             aux = [asyncio.create_task(self._watchdog(session)),
                    asyncio.create_task(self._poll_worker_state(session))]
             t0 = time.perf_counter()
             try:
+                if self._aborted is not None:
+                    raise _NotStarted
                 self.clock.start()
                 self.frontend.start()
                 abort_wait = asyncio.create_task(self._abort_event.wait())
@@ -382,6 +440,8 @@ class LiveReplay:
                     await asyncio.gather(*self._inflight, return_exceptions=True)
                     self._inflight.clear()
                 abort_wait.cancel()
+            except _NotStarted:
+                pass
             finally:
                 wall = time.perf_counter() - t0
                 for task in aux:
@@ -403,7 +463,17 @@ class LiveReplay:
         return LiveRun(self.frontend.requests, self.results, self.cfg, list(self.urls), wall, not_sent,
                        self._aborted, [delta(b, a) for b, a in zip(before, after)], kv_stats,
                        self.clock.max_lag_ms, self._send_lag, self.decode_urls, self._decode_worker,
-                       self._prefill_results, self._scheduled)
+                       self._prefill_results, self._scheduled, self.warmup)
+
+
+def failure_reasons(requests: list[Request], limit: int = 10) -> dict[str, int]:
+    """Distinct reasons requests failed, most frequent first, so a lost request is never a bare count."""
+    counts: dict[str, int] = {}
+    for r in requests:
+        if r.status.startswith("failed"):
+            reason = r.status.removeprefix("failed:").strip().splitlines()[0][:300] or "unknown"
+            counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:limit])
 
 
 def measured_is_complete(summary: dict) -> bool:

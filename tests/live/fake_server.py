@@ -30,7 +30,16 @@ Faults (``inject(mode, count=1, after_tokens=1)``), taken by the next
 ``stall`` (stops sending after ``after_tokens`` tokens, connection open),
 ``drop`` (closes the connection after ``after_tokens`` tokens),
 ``error_event`` (an error object in the stream after ``after_tokens``),
-``no_done`` (ends the stream cleanly but without ``[DONE]``).
+``no_done`` (ends the stream cleanly but without ``[DONE]``),
+``kv_load_fail`` (a decode request's KV pull fails: HTTP 500, as vLLM's
+``kv_load_failure_policy=fail`` ends it).
+
+Disaggregated hand-off, as vLLM's NixlConnector speaks it: a request with
+``kv_transfer_params.do_remote_decode`` is a prefill; its answer carries
+``kv_transfer_params`` naming this server's engine id and the prompt's blocks.
+A request with ``do_remote_prefill`` is a decode: it "pulls" those blocks
+(``kv_transfers`` / ``kv_transfer_bytes`` counted, peers remembered) and skips
+the prompt's compute, so its first token comes ``ttft_ms`` after admission.
 """
 
 from __future__ import annotations
@@ -47,7 +56,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-FAULTS = ("http500", "hang", "stall", "drop", "error_event", "no_done")
+FAULTS = ("http500", "hang", "stall", "drop", "error_event", "no_done", "kv_load_fail")
+KV_BYTES_PER_BLOCK = 4096
 
 
 @dataclass
@@ -100,6 +110,10 @@ class FakeOpenAIServer:
         self._gate: asyncio.Semaphore | None = None
         self._t_start = 0.0
         self._sent: dict[str, int] = {}          # tokens streamed so far, by response id
+        self.engine_id = uuid.uuid4().hex
+        self.kv_peers: set[str] = set()          # prefill engines this (decode) server pulled KV from
+        self.kv_transfers = 0
+        self.kv_transfer_bytes = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -252,6 +266,16 @@ class FakeOpenAIServer:
         if fault and fault.mode == "hang":
             await self._closing.wait()
             return web.Response(status=503)
+        ktp = body.get("kv_transfer_params")
+        if isinstance(ktp, dict) and ktp.get("do_remote_prefill"):
+            if not ktp.get("remote_engine_id") or not isinstance(ktp.get("remote_block_ids"), list):
+                return self._error(400, f"kv_transfer_params without a remote engine or blocks: {ktp}")
+            if fault and fault.mode == "kv_load_fail":
+                return self._error(500, f"KV load from engine {ktp['remote_engine_id']} failed (injected)",
+                                   "InternalServerError")
+            self.kv_peers.add(ktp["remote_engine_id"])
+            self.kv_transfers += 1
+            self.kv_transfer_bytes += KV_BYTES_PER_BLOCK * len(ktp["remote_block_ids"])
 
         if self._gate is not None:
             self.waiting += 1
@@ -274,8 +298,10 @@ class FakeOpenAIServer:
         if sc.serial_admit_ms:
             start = max(start, self._admit_free)
             self._admit_free = start + sc.serial_admit_ms / 1000.0
+        ktp = body.get("kv_transfer_params") if isinstance(body.get("kv_transfer_params"), dict) else {}
         cached = self._admit(prompt)
-        first_due = start + (sc.ttft_ms + sc.prefill_ms_per_token * (len(prompt) - cached)) / 1000.0
+        computed = 0 if ktp.get("do_remote_prefill") else len(prompt) - cached
+        first_due = start + (sc.ttft_ms + sc.prefill_ms_per_token * computed) / 1000.0
         seed = sum(prompt) % sc.vocab_size
         tokens = [(seed + 7 * k) % sc.vocab_size for k in range(max_tokens)]
         details = {"cached_tokens": cached} if sc.report_cached_tokens else None
@@ -289,9 +315,16 @@ class FakeOpenAIServer:
             await asyncio.sleep(max(0.0, first_due + (max_tokens - 1) * sc.itl_ms / 1000 - loop.time()))
             self.counters["generation_tokens"] += max_tokens
             self.counters["request_success"] += 1
-            return web.json_response({"id": rid, "object": "text_completion", "model": self.model,
-                                      "choices": [{"index": 0, "text": "".join(f"<{t}>" for t in tokens),
-                                                   "finish_reason": "length"}], "usage": usage(max_tokens)})
+            answer = {"id": rid, "object": "text_completion", "model": self.model,
+                      "choices": [{"index": 0, "text": "".join(f"<{t}>" for t in tokens),
+                                   "finish_reason": "length"}], "usage": usage(max_tokens)}
+            if ktp.get("do_remote_decode"):
+                host, port = request.transport.get_extra_info("sockname")[:2]
+                answer["kv_transfer_params"] = {
+                    "do_remote_prefill": True, "do_remote_decode": False, "remote_engine_id": self.engine_id,
+                    "remote_block_ids": list(range(len(prompt) // sc.block_size)), "remote_host": host,
+                    "remote_port": port, "tp_size": 1}
+            return web.json_response(answer)
 
         opts = body.get("stream_options") or {}
         include_usage = bool(opts.get("include_usage"))
