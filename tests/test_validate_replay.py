@@ -810,3 +810,24 @@ def test_disaggregated_warm_up_that_keeps_failing_aborts_before_the_clock_starts
     assert "KV load from engine" in s["aborted"] and len(s["live"]["warmup"]["errors"]) == 3
     # no trace request reached either server
     assert all(x["request_id"].startswith("dynosim-warmup-") for srv in prefill + decode for x in srv.requests)
+
+
+def test_cli_validate_attach_disaggregated_and_a_hand_off_that_never_works(tmp_path, quick_plot):
+    tp = write_trace(tmp_path / "t.jsonl", small_rows(8))
+    with fakes(2) as fleet:
+        prefill, decode = fleet.urls
+        args = ("--endpoint", prefill, "--decode-endpoint", decode, "--router-mode", "round-robin",
+                "--tolerance", "1e9", "--reuse-tolerance", "1")
+        res, text = cli(tp, tmp_path / "ok", *args)
+        assert res.exit_code == 0, res.output
+        measured = json.loads((tmp_path / "ok" / "measured" / "summary.json").read_text())
+        assert measured["disaggregated"]["handoffs"] == 8 and measured["live"]["warmup"]["attempts"] == 1
+        predicted = json.loads((tmp_path / "ok" / "predicted" / "summary.json").read_text())
+        assert predicted["num_gpus"] == 2 and predicted["requests"]["completed"] == 8
+
+        fleet.inject(1, "kv_load_fail", count=3)
+        res, text = cli(tp, tmp_path / "bad", *args)
+    assert res.exit_code == 3 and isinstance(res.exception, SystemExit), res.output
+    assert f"run aborted: the KV hand-off from prefill {prefill} to decode {decode} failed 3 times" in text
+    assert "live: 0 completed, 0 failed, 8 not sent" in text and "INCOMPLETE: requests lost" in text
+    assert json.loads((tmp_path / "bad" / "comparison.json").read_text())["exit_code"] == 3
