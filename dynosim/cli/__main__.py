@@ -1,0 +1,5 @@
+"""``python -m dynosim.cli``."""
+
+from dynosim.cli import main
+
+main()

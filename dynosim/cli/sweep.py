@@ -1,0 +1,144 @@
+"""`dynosim sweep` (deployments over a trace, Pareto frontier) and `dynosim regress` (figures vs a baseline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from dynosim.cli.app import app, console, err_console
+from dynosim.cli.common import LimitOpt, TraceOpt, fail, float_list, fmt, load_run_config, validation_message
+from dynosim.traces.mooncake import TraceError
+
+
+def pareto_table(front, top: int) -> Table:
+    """The best points by output tokens/s/GPU among those meeting the objectives (AIConfigurator-style)."""
+    t = Table(title=f"top {min(top, len(front))} Pareto points by output tokens/s/GPU")
+    cols = [("config", "config", None), ("load", "load", 2), ("tok/s/GPU", "output_tps_per_gpu", 1),
+            ("tok/s/user", "tps_user_mean", 1), ("TTFT p90 ms", "ttft_p90", 0), ("ITL ms", "itl_mean", 2),
+            ("goodput req/s", "goodput_rps", 3), ("SLO %", "slo_attainment", None)]
+    for label, _, _ in cols:
+        t.add_column(label, justify="left" if label == "config" else "right")
+    for _, r in front.sort_values("output_tps_per_gpu", ascending=False).head(top).iterrows():
+        cells = []
+        for label, key, nd in cols:
+            v = r[key]
+            ci = r.get(f"{key}_ci", 0.0)
+            if key == "config":
+                cells.append(str(v))
+            elif key == "slo_attainment":
+                cells.append(fmt(100 * v, 1))
+            else:
+                cells.append(fmt(v, nd) + (f" ±{fmt(ci, nd)}" if ci and ci == ci else ""))
+        t.add_row(*cells)
+    return t
+
+
+@app.command()
+def sweep(
+    trace: TraceOpt,
+    spec_file: Optional[Path] = typer.Option(None, "--spec", help="YAML/JSON SweepSpec (flags override it)"),
+    out: Path = typer.Option(Path("sweep-out"), "--out", "-o", help="results folder (re-running resumes it)"),
+    budget: Optional[int] = typer.Option(None, help="GPUs per deployment (default 16)"),
+    mode: Optional[str] = typer.Option(None, help="comma list: agg, disagg"),
+    tp: Optional[str] = typer.Option(None, help="comma list of GPUs per worker"),
+    router_mode: Optional[str] = typer.Option(None, "--router-mode", help="comma list of routing policies"),
+    load: Optional[str] = typer.Option(None, help="comma list of arrival-rate factors (default 1,2,4,8)"),
+    concurrency: Optional[str] = typer.Option(None, help="comma list of closed-loop concurrencies (sessions "
+                                              "open at once), instead of --load"),
+    repeats: Optional[int] = typer.Option(None, help="seeds per point (confidence intervals)"),
+    resample_fraction: Optional[float] = typer.Option(None, help="with --repeats: each seed replays its own random "
+                                                      "subset of this share of the sessions"),
+    executor: str = typer.Option("local", help="local (process pool, all cores), serial, or ray"),
+    jobs: Optional[int] = typer.Option(None, help="parallel simulations (default: all cores)"),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local instance)"),
+    limit: LimitOpt = None,
+    ttft_p90: Optional[float] = typer.Option(None, "--ttft-p90", help="keep points with p90 TTFT ≤ this (ms)"),
+    itl: Optional[float] = typer.Option(None, "--itl", help="keep points with mean ITL ≤ this (ms)"),
+    e2e: Optional[float] = typer.Option(None, "--e2e", help="keep points with p90 E2E ≤ this (ms)"),
+    top: int = typer.Option(10, help="rows of the printed Pareto table"),
+) -> None:
+    """Sweep deployments over a trace; write results.parquet, pareto.csv, pareto.png; print the best points."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from dynosim.sweeps.spec import SweepSpec, expand
+    from dynosim.sweeps.sweep import sweep as sweep_api
+
+    if executor not in ("local", "serial", "ray"):
+        fail(f"--executor: unknown {executor!r}; choose local, serial or ray")
+    fields = load_run_config(spec_file) if spec_file is not None else {}
+    over = {"gpu_budget": budget, "repeats": repeats, "resample_fraction": resample_fraction,
+            "modes": [m.strip() for m in mode.split(",") if m.strip()] if mode else None,
+            "tp": [int(x) for x in float_list(tp, "--tp")] if tp else None,
+            "router_modes": [m.strip() for m in router_mode.split(",") if m.strip()] if router_mode else None,
+            "arrival_speedups": float_list(load, "--load"),
+            "concurrency": [int(x) for x in float_list(concurrency, "--concurrency")] if concurrency else None}
+    fields.update({k: v for k, v in over.items() if v is not None})
+    try:
+        spec = SweepSpec(**fields)
+        n = len(expand(spec))
+    except ValidationError as exc:
+        fail(validation_message(exc))
+    except ValueError as exc:
+        fail(str(exc))
+    if not trace.exists():
+        fail(f"trace not found: {trace}")
+    err_console.print(f"sweep: {n} points ({spec.repeats} seed(s) each) on {trace} → {out}")
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console) as bar:
+        task = bar.add_task("points", total=n)
+        try:
+            res = sweep_api(trace, spec, out, executor=executor, jobs=jobs, limit=limit, ray_address=ray_address,
+                            ttft_p90=ttft_p90, itl=itl, e2e=e2e,
+                            progress=lambda done, total: bar.update(task, completed=done))
+        except TraceError as exc:
+            fail(str(exc))
+        except (ValueError, FileNotFoundError) as exc:
+            fail(str(exc))
+    err_console.print(f"ran {res.ran} point(s), {n - res.ran} from the store; "
+                      f"{int(res.points['meets_slo'].sum())}/{len(res.points)} meet the objectives")
+    console.print(pareto_table(res.frontier, top))
+    console.print(f"wrote {out}/results.parquet, points.csv, pareto.csv, pareto.png")
+
+
+@app.command()
+def regress(
+    spec_file: Path = typer.Option(..., "--spec", help="YAML regress spec: cases (trace + RunConfig), metrics, "
+                                   "tolerances"),
+    baseline: Path = typer.Option(..., "--baseline", help="baseline JSON (committed next to the spec)"),
+    update_baseline: bool = typer.Option(False, "--update-baseline", help="write the current figures as the "
+                                         "baseline instead of comparing"),
+) -> None:
+    """Run fixed cases and compare with a baseline: exit 1 when a metric got worse beyond its tolerance."""
+    from dynosim.sweeps.regress import compare as compare_regress, load_spec, read_baseline, run_cases, \
+        write_baseline
+
+    try:
+        spec, root = load_spec(spec_file)
+        base = None if update_baseline else read_baseline(baseline)
+        current = run_cases(spec, root)
+    except TraceError as exc:
+        fail(str(exc))
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    if update_baseline:
+        write_baseline(baseline, current)
+        console.print(f"wrote the baseline for {len(current)} case(s) to {baseline}")
+        return
+    report = compare_regress(spec, base, current)
+    t = Table(title=f"dynosim regress: {len(spec.cases)} case(s), {report.regressions} regression(s)")
+    for c in ("case", "metric", "baseline", "current", "change", "tolerance", "status"):
+        t.add_column(c, justify="left" if c in ("case", "metric", "status") else "right")
+    for r in report.table.itertuples(index=False):
+        style = {"REGRESSED": "red", "improved": "green"}.get(r.status)
+        t.add_row(r.case, r.metric, fmt(r.baseline, 3), fmt(r.current, 3), f"{100 * r.change:+.2f}%",
+                  f"{100 * r.tolerance:.1f}%", f"[{style}]{r.status}[/{style}]" if style else r.status)
+    console.print(t)
+    if report.missing:
+        err_console.print(f"[red]no baseline for case(s): {', '.join(report.missing)}[/red] "
+                          "(run with --update-baseline)")
+    raise typer.Exit(report.exit_code)
