@@ -43,10 +43,6 @@ from dynosim.traces.mooncake import Trace
 WARMUP_HASH_BASE = 1 << 60   # hash ids of warm-up prompts, far above any trace's
 
 
-class _NotStarted(Exception):
-    """The run was aborted before its clock started (a failed warm-up)."""
-
-
 class PromptHasher:
     """What the frontend needs of a hasher, for live runs: the real prompt's block hashes.
 
@@ -162,7 +158,8 @@ class LiveRun:
             s["disaggregated"] = {"prefill_workers": len(self.urls), "decode_workers": len(self.decode_urls),
                                   "prefill_handoff_ms_p50": float(np.median(pre)) if pre else float("nan"),
                                   "handoffs": len(pre)}
-        s["live"] = {"warmup": self.warmup, "wall_s": self.wall_s, "urls": self.urls + self.decode_urls, "max_clock_lag_ms": self.max_clock_lag_ms,
+        s["live"] = {"warmup": self.warmup, "wall_s": self.wall_s, "urls": self.urls + self.decode_urls,
+                     "max_clock_lag_ms": self.max_clock_lag_ms,
                      "send_lag_ms_p99": float(np.percentile(self.send_lag_ms, 99)) if self.send_lag_ms else 0.0}
         return s
 
@@ -344,6 +341,23 @@ class LiveReplay:
         self.warmup = {"attempts": attempts, "errors": errors}
         return None
 
+    async def _drive(self) -> None:
+        """Start the clock and the frontend; return when every request has ended or the run was aborted."""
+        self.clock.start()
+        self.frontend.start()
+        abort_wait = asyncio.create_task(self._abort_event.wait())
+        while True:
+            await self.clock.run()
+            if self._aborted is not None or not self._inflight:
+                break
+            done, _ = await asyncio.wait([*self._inflight, abort_wait], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                self._inflight.pop(task, None)
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+            self._inflight.clear()
+        abort_wait.cancel()
+
     def abort(self, reason: str) -> None:
         """End the run now: no new requests, in-flight ones are cancelled and reported."""
         if self._aborted is None:
@@ -423,25 +437,8 @@ class LiveReplay:
                    asyncio.create_task(self._poll_worker_state(session))]
             t0 = time.perf_counter()
             try:
-                if self._aborted is not None:
-                    raise _NotStarted
-                self.clock.start()
-                self.frontend.start()
-                abort_wait = asyncio.create_task(self._abort_event.wait())
-                while True:
-                    await self.clock.run()
-                    if self._aborted is not None or not self._inflight:
-                        break
-                    done, _ = await asyncio.wait([*self._inflight, abort_wait],
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        self._inflight.pop(task, None)
-                if self._inflight:
-                    await asyncio.gather(*self._inflight, return_exceptions=True)
-                    self._inflight.clear()
-                abort_wait.cancel()
-            except _NotStarted:
-                pass
+                if self._aborted is None:  # a failed warm-up ends the run before its clock starts
+                    await self._drive()
             finally:
                 wall = time.perf_counter() - t0
                 for task in aux:
