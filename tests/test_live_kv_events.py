@@ -270,3 +270,29 @@ def test_bind_failure_names_the_endpoint():
 def test_stats_defaults():
     s = KvEventStats()
     assert s.batches == 0 and s.last_seq is None and s.errors == []
+
+
+def test_wait_connected_sees_the_publisher_so_its_first_batch_is_not_lost():
+    """The slow joiner: a PUB drops what it sends before our subscription reached it. After
+    ``wait_connected`` the engine's very first batch (seq 0) arrives, every time."""
+    async def scenario():
+        ctx = zmq.Context()
+        try:
+            for trial in range(3):
+                got = []
+                async with KvEventListener("tcp://127.0.0.1:*", 0, BS, lambda *a: got.append(a)) as lis:
+                    assert lis.peers == 0 and not await lis.wait_connected(timeout_s=0.1)
+                    pub = ctx.socket(zmq.PUB)
+                    pub.setsockopt(zmq.LINGER, 0)
+                    pub.connect(lis.bound_endpoint)
+                    assert await lis.wait_connected(timeout_s=5.0), trial
+                    assert lis.peers == 1
+                    pub.send_multipart(frames(0, [stored([vh(0), vh(1)], None, blocks(0, 2))], ts=time.time()))
+                    await _until(lambda: lis.stats.batches == 1)
+                    assert lis.stats.first_seq == 0 and lis.stats.stored_blocks == 2 and len(got) == 1
+                    pub.close(linger=0)
+                    await _until(lambda: lis.peers == 0)   # the disconnect is seen too
+        finally:
+            ctx.term()
+
+    asyncio.run(scenario())

@@ -118,10 +118,12 @@ def test_validate_launches_vllm_and_matches_the_trace(vllm_python, tiny_model, s
     assert sum(cached) >= 0.6 * sum(bound)
     assert set(df["worker"]) == {0, 1}
 
-    # KV events reached the router and translated cleanly
+    # KV events reached the router and translated cleanly, from each engine's very first batch on
+    # (the replay waited for both publishers to connect before the first request)
     kv = measured["kv_events"]
-    assert len(kv) == 2 and all(w["stored_blocks"] > 0 and w["unknown_parent"] == 0 and w["malformed"] == 0
-                                for w in kv)
+    assert len(kv) == 2 and all(w["publisher_connected"] and w["first_seq"] == 0 and w["seq_gaps"] == 0
+                                for w in kv), kv
+    assert all(w["stored_blocks"] > 0 and w["unknown_parent"] == 0 and w["malformed"] == 0 for w in kv), kv
 
     # the comparison was written
     table = pd.read_csv(out / "comparison.csv")

@@ -179,7 +179,8 @@ class LiveReplay:
                  request_timeout_s: float = 600.0, kv_listeners: list[Callable] | None = None,
                  servers: list | None = None, health_every_s: float = 2.0, health_failures: int = 3,
                  progress: Callable[[int, int, int], None] | None = None,
-                 decode_urls: list[str] | None = None, warmup_attempts: int = 3, warmup_retry_s: float = 2.0):
+                 decode_urls: list[str] | None = None, warmup_attempts: int = 3, warmup_retry_s: float = 2.0,
+                 kv_connect_timeout_s: float = 10.0):
         if len(urls) != cfg.workers:
             raise ValueError(f"the deployment has {cfg.workers} worker(s) but {len(urls)} endpoint(s) were given")
         self.trace = trace
@@ -208,6 +209,7 @@ class LiveReplay:
         self._done = 0
         self._failed = 0
         self._worker_state: list[tuple[float, int]] = [(0.0, 0)] * cfg.workers
+        self.kv_connect_timeout_s = kv_connect_timeout_s
         self.warmup_attempts = warmup_attempts
         self.warmup_retry_s = warmup_retry_s
         self.warmup: dict = {}
@@ -428,6 +430,11 @@ class LiveReplay:
                 listeners = [make(w, self.router.on_kv_event) for w, make in enumerate(self.kv_listener_factories)]
                 for lst in listeners:
                     await lst.start()
+                # an engine's first events are lost unless it has connected before its first request
+                connected = await asyncio.gather(*(lst.wait_connected(self.kv_connect_timeout_s)
+                                                   for lst in listeners))
+                for lst, ok in zip(listeners, connected):
+                    lst.stats.publisher_connected = ok
             if self.decode_urls:
                 problem = await self._warm_up_handoffs([w.client for w in workers])
                 if problem is not None:

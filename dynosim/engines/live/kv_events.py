@@ -98,6 +98,7 @@ class KvEventStats:
     last_seq: int | None = None
     last_ts: float | None = None  # the publisher's timestamp (time.time() s) of the last batch
     first_event_wall_ms: float | None = None  # time.time() ms when the first batch arrived
+    publisher_connected: bool | None = None   # a publisher had connected before the replay started
     errors: list[str] = field(default_factory=list)  # the first MAX_ERRORS messages
 
     def error(self, message: str) -> None:
@@ -312,7 +313,9 @@ class KvEventListener:
         self._context = context
         self._socket: zmq.asyncio.Socket | None = None
         self._task: asyncio.Task | None = None
+        self._monitor_task: asyncio.Task | None = None
         self.bound_endpoint: str | None = None
+        self.peers = 0                  # publishers whose ZMTP handshake with us completed
 
     @property
     def block_size(self) -> int:
@@ -340,21 +343,59 @@ class KvEventListener:
             raise KvEventListenerError(f"cannot bind the KV event listener to {self.endpoint}: {exc}") from None
         self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._socket = sock
-        self._task = asyncio.get_running_loop().create_task(self._read(), name=f"kv-events {self.endpoint}")
+        loop = asyncio.get_running_loop()
+        self._monitor_task = loop.create_task(self._watch_peers(sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)), name=f"kv-events peers {self.endpoint}")
+        self._task = loop.create_task(self._read(), name=f"kv-events {self.endpoint}")
+
+    async def _watch_peers(self, monitor: zmq.asyncio.Socket) -> None:
+        from zmq.utils.monitor import parse_monitor_message
+
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())["event"]
+                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self.peers += 1
+                elif event == zmq.EVENT_DISCONNECTED:
+                    self.peers = max(0, self.peers - 1)
+        except zmq.ZMQError:  # the socket was closed under the monitor
+            return
+        finally:
+            monitor.close(linger=0)
+
+    async def wait_connected(self, timeout_s: float = 10.0, settle_s: float = 0.2) -> bool:
+        """Wait until a publisher has connected and can see our subscription; False on timeout.
+
+        A ZMQ PUB drops what it publishes until the subscriber's subscription
+        has reached it (the slow joiner), so an engine whose first requests
+        arrive right after we bind would lose its first KV events, and every
+        block chained on them would have an unknown parent. The subscription
+        follows the handshake at once; ``settle_s`` covers its trip.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.peers < 1:
+            if time.monotonic() >= deadline or not self.running:
+                return False
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(settle_s)
+        return True
 
     async def stop(self) -> None:
         """Stop reading and close the socket; safe to call twice."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                me = asyncio.current_task()
-                if me is not None and me.cancelling():  # stop() itself was cancelled
-                    raise
+        for name in ("_task", "_monitor_task"):
+            task = getattr(self, name)
+            setattr(self, name, None)
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    me = asyncio.current_task()
+                    if me is not None and me.cancelling():  # stop() itself was cancelled
+                        raise
         sock, self._socket = self._socket, None
         if sock is not None:
+            sock.disable_monitor()
             sock.close(linger=0)
 
     async def __aenter__(self) -> KvEventListener:
