@@ -93,8 +93,12 @@ class RunConfig(BaseModel):
             return {"workers": self.engine}
         out = {}
         for pool, over in (("prefill", self.disagg.prefill_engine), ("decode", self.disagg.decode_engine)):
+            base = self.engine.model_dump()
+            merged = {**base, **over}
+            if isinstance(over.get("hardware"), dict) and base.get("hardware") is not None:
+                merged["hardware"] = {**base["hardware"], **over["hardware"]}   # a pool changes what it names
             try:
-                out[pool] = MockerArgs(**{**self.engine.model_dump(), **over})
+                out[pool] = MockerArgs(**merged)
             except ValidationError as exc:
                 msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'engine'}: {e['msg']}" for e in exc.errors())
                 raise ValueError(f"disagg.{pool}_engine: {msgs}") from None

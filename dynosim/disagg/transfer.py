@@ -2,9 +2,16 @@
 
 ``delay = tokens × kv_bytes_per_token / bandwidth + latency``, as Dynamo's
 mocker computes it (its latency is 0). ``kv_bytes_per_token`` comes from the
-model's shape: every layer stores a key and a value vector per KV head, so
-``layers × 2 × kv_heads × head_dim × dtype_bytes`` (Llama-3.1-8B in bf16:
-32 · 2 · 8 · 128 · 2 = 131,072 B).
+model's shape: with a hardware section, the prefill pool's model in its KV
+dtype (``dynosim.hardware``: GQA heads or the MLA latent, all layers);
+otherwise ``transfer.model`` (layers × 2 × kv_heads × head_dim × dtype bytes),
+by default Llama-3.1-8B in bf16 (32 · 2 · 8 · 128 · 2 = 131,072 B).
+
+The link, unless named (``link`` preset or ``bandwidth_gbps``): with hardware,
+from the systems' own figures: NVLink (``intra_node_bw``) when every GPU of the
+deployment fits in one node, else RDMA (``inter_node_bw``, one NIC per GPU);
+each GPU of the smaller worker moves its shard over its own link, so the
+bandwidth is per-GPU bandwidth × that worker's GPUs. Without hardware: ``rdma``.
 
 Link presets are nominal figures, per direction, for a first answer; pass
 your own bandwidth and latency for anything you have measured:
@@ -29,7 +36,7 @@ DTYPE_BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "fl
 
 
 class ModelKVShape(BaseModel):
-    """What a model's KV cache looks like, per token."""
+    """What a model's KV cache looks like, per token (for a model without a hardware section)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,13 +56,8 @@ class ModelKVShape(BaseModel):
         return self.layers * 2 * self.kv_heads * self.head_dim * DTYPE_BYTES[self.dtype]
 
 
-MODEL_PRESETS: dict[str, ModelKVShape] = {
-    "llama-3.1-8b": ModelKVShape(layers=32, kv_heads=8, head_dim=128),
-    "llama-3.1-70b": ModelKVShape(layers=80, kv_heads=8, head_dim=128),
-    "llama-3.1-405b": ModelKVShape(layers=126, kv_heads=8, head_dim=128),
-    "qwen2.5-7b": ModelKVShape(layers=28, kv_heads=4, head_dim=128),
-    "qwen3-32b": ModelKVShape(layers=64, kv_heads=8, head_dim=128),
-}
+# Llama-3.1-8B in bf16: the hand-off's shape when no model is named
+DEFAULT_KV_SHAPE = ModelKVShape(layers=32, kv_heads=8, head_dim=128)
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,24 @@ LINK_PRESETS: dict[str, Link] = {
 }
 
 
-def transfer_ms(tokens: int, bytes_per_token: int, link: Link) -> float:
+def transfer_ms(tokens: int, bytes_per_token: float, link: Link) -> float:
     """Time to move ``tokens`` tokens of KV over an idle ``link``."""
     if tokens < 0:
         raise ValueError(f"tokens must be >= 0, got {tokens}")
     return tokens * bytes_per_token / (link.bandwidth_gbps * 1e9) * 1000.0 + link.latency_ms
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A resolved hand-off: what one token weighs and the link it crosses."""
+
+    bytes_per_token: float
+    link: Link
+    contention: bool
+    source: str          # how the link was chosen (preset name, "given", "nvlink (h200_sxm)", ...)
+
+    def delay_ms(self, tokens: int) -> float:
+        return transfer_ms(tokens, self.bytes_per_token, self.link)
 
 
 class TransferConfig(BaseModel):
@@ -89,42 +104,60 @@ class TransferConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str | ModelKVShape = Field("llama-3.1-8b", description="preset name or KV shape")
-    link: str | None = Field("rdma", description="preset: nvlink, rdma, tcp (None: give bandwidth_gbps)")
-    bandwidth_gbps: float | None = Field(None, gt=0, description="overrides the preset's bandwidth")
-    latency_ms: float | None = Field(None, ge=0, description="overrides the preset's latency")
+    model: ModelKVShape | None = Field(None, description="KV shape (None: the prefill pool's hardware model, "
+                                       "else Llama-3.1-8B bf16)")
+    link: str | None = Field(None, description="preset: nvlink, rdma, tcp (None: from the systems with hardware, "
+                             "else rdma)")
+    bandwidth_gbps: float | None = Field(None, gt=0, description="overrides the link's bandwidth")
+    latency_ms: float | None = Field(None, ge=0, description="overrides the link's latency")
     contention: bool = Field(False, description="transfers on one link queue behind each other")
 
     @model_validator(mode="after")
-    def _resolve(self) -> "TransferConfig":
-        if isinstance(self.model, str) and self.model not in MODEL_PRESETS:
-            raise ValueError(f"unknown model preset {self.model!r}; choose from {sorted(MODEL_PRESETS)} "
-                             "or give layers/kv_heads/head_dim/dtype")
-        if self.link is None and self.bandwidth_gbps is None:
-            raise ValueError("give a link preset or bandwidth_gbps")
+    def _check(self) -> "TransferConfig":
         if self.link is not None and self.link not in LINK_PRESETS:
             raise ValueError(f"unknown link preset {self.link!r}; choose from {sorted(LINK_PRESETS)}")
         return self
 
-    @property
-    def shape(self) -> ModelKVShape:
-        return MODEL_PRESETS[self.model] if isinstance(self.model, str) else self.model
-
-    @property
-    def resolved_link(self) -> Link:
-        base = LINK_PRESETS[self.link] if self.link is not None else Link(self.bandwidth_gbps or 1.0, 0.0)
-        return Link(self.bandwidth_gbps if self.bandwidth_gbps is not None else base.bandwidth_gbps,
+    def resolve(self, prefill_hw=None, decode_hw=None, total_gpus: int = 0) -> Handoff:
+        """The hand-off for pools on ``prefill_hw`` / ``decode_hw`` (``HardwareSpec`` or None)."""
+        if self.model is not None:
+            bpt: float = self.model.bytes_per_token
+        elif prefill_hw is not None:
+            bpt = prefill_hw.shape.kv_bytes_per_token(prefill_hw.kv_dtype)
+        else:
+            bpt = DEFAULT_KV_SHAPE.bytes_per_token
+        if self.link is not None:
+            base, source = LINK_PRESETS[self.link], self.link
+        elif prefill_hw is not None and decode_hw is not None:
+            base, source = _system_link(prefill_hw, decode_hw, total_gpus)
+        else:
+            base, source = LINK_PRESETS["rdma"], "rdma"
+        if self.bandwidth_gbps is not None or self.latency_ms is not None:
+            source = f"{source}, given " + ", ".join(
+                x for x, v in (("bandwidth", self.bandwidth_gbps), ("latency", self.latency_ms)) if v is not None)
+        link = Link(self.bandwidth_gbps if self.bandwidth_gbps is not None else base.bandwidth_gbps,
                     self.latency_ms if self.latency_ms is not None else base.latency_ms)
+        return Handoff(bpt, link, self.contention, source)
 
-    def delay_ms(self, tokens: int) -> float:
-        return transfer_ms(tokens, self.shape.bytes_per_token, self.resolved_link)
+
+def _system_link(pre, dec, total_gpus: int) -> tuple[Link, str]:
+    from dynosim.hardware.catalog import system_spec
+
+    sp, sd = system_spec(pre.system), system_spec(dec.system)
+    lanes = min(pre.gpus, dec.gpus)
+    if pre.system == dec.system and 0 < total_gpus <= sp.gpus_per_node and sp.intra_node_bw > 0:
+        return Link(sp.intra_node_bw * lanes / 1e9, LINK_PRESETS["nvlink"].latency_ms), \
+            f"nvlink ({pre.system}, one node, {lanes} GPU lane(s))"
+    bw = min(sp.inter_node_bw or 50e9, sd.inter_node_bw or 50e9)
+    return Link(bw * lanes / 1e9, LINK_PRESETS["rdma"].latency_ms), f"rdma ({pre.system}→{dec.system}, " \
+        f"{lanes} NIC(s))"
 
 
 class LinkState:
     """One link's queue when transfers contend for it (FIFO); without contention every transfer is alone."""
 
-    def __init__(self, cfg: TransferConfig):
-        self.cfg = cfg
+    def __init__(self, handoff: Handoff):
+        self.cfg = handoff
         self._free_at = float("-inf")
         self.transfers = 0
         self.bytes = 0
@@ -138,6 +171,6 @@ class LinkState:
         if self.cfg.contention:
             self._free_at = end
         self.transfers += 1
-        self.bytes += tokens * self.cfg.shape.bytes_per_token
+        self.bytes += tokens * self.cfg.bytes_per_token
         self.busy_ms += d
         return end

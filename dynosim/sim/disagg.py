@@ -19,7 +19,7 @@ from typing import Sequence
 from dynosim.config import RunConfig
 from dynosim.disagg.transfer import LinkState
 from dynosim.engines.mocker.scheduler import VllmScheduler
-from dynosim.engines.mocker.timing import make_timing
+from dynosim.engines.mocker.timing import timing_for
 from dynosim.request import Request
 from dynosim.router.hashing import BlockHasher
 from dynosim.router.router import Router
@@ -112,8 +112,8 @@ def build_disagg_cluster(trace: Trace, cfg: RunConfig, clock: Clock):
     assert d is not None
     engines = cfg.pool_engines()
     pre_args, dec_args = engines["prefill"], engines["decode"]
-    pre_timing = make_timing(pre_args.timing, pre_args.timing_profile, pre_args.timing_params)
-    dec_timing = make_timing(dec_args.timing, dec_args.timing_profile, dec_args.timing_params)
+    pre_timing = timing_for(pre_args)
+    dec_timing = timing_for(dec_args)
     params = cfg.router.model_dump()
     params.update(params.pop("policy_options"))
     # as Dynamo configures them: the prefill router weighs prefill load and overlap only (its requests
@@ -161,13 +161,13 @@ def build_disagg_cluster(trace: Trace, cfg: RunConfig, clock: Clock):
         w = Worker(wid, clock, None, gaps, lambda r: fr[0].on_first_token(r), lambda r: fr[0].on_complete(r),
                    on_failed=lambda r: fr[0].on_failed(r), fast_forward=cfg.fast_forward,
                    client_latency_ms=dec_args.client_latency_ms)
-        w.sched = VllmScheduler(dec_args, dec_timing, role="decode")
+        w.sched = VllmScheduler(dec_args, dec_timing, role="decode", spec_seed=dec_args.mtp_seed + wid)
         return w
 
     prefill.extend(new_prefill(wid) for wid in range(d.prefill_workers))
     decode.extend(new_decode(wid) for wid in range(d.decode_workers))
     hasher = BlockHasher(bs, cfg.trace_block_size)
-    link = LinkState(d.transfer)
+    link = LinkState(d.transfer.resolve(pre_args.hardware, dec_args.hardware, cfg.num_gpus))
     frontend = DisaggFrontend(clock, trace, hasher, prefill_router, prefill, decode_router, decode,
                               min(pre_args.num_gpu_blocks, dec_args.num_gpu_blocks), link, cfg.concurrency)
     fr.append(frontend)

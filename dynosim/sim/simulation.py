@@ -12,7 +12,7 @@ import pandas as pd
 from dynosim.config import RunConfig
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.scheduler import VllmScheduler
-from dynosim.engines.mocker.timing import TimingModel, make_timing
+from dynosim.engines.mocker.timing import TimingModel, timing_for
 from dynosim.metrics.collector import requests_frame, summarize
 from dynosim.request import Request
 from dynosim.router.hashing import BlockHasher
@@ -65,7 +65,7 @@ def build_cluster(trace: Trace, cfg: RunConfig, clock: Clock) -> Cluster:
     if trace.trace_block_size != cfg.trace_block_size:
         raise ValueError(f"trace was loaded with trace_block_size={trace.trace_block_size}, "
                          f"config says {cfg.trace_block_size}")
-    timing = make_timing(cfg.engine.timing, cfg.engine.timing_profile, cfg.engine.timing_params)
+    timing = timing_for(cfg.engine)
     workers: list[Worker] = []
     params = cfg.router.model_dump()
     params.update(params.pop("policy_options"))
@@ -100,7 +100,8 @@ def build_cluster(trace: Trace, cfg: RunConfig, clock: Clock) -> Cluster:
                         admit_interval_ms=cfg.engine.admit_interval_ms,
                         client_latency_ms=cfg.engine.client_latency_ms)
         worker.sched = VllmScheduler(cfg.engine, timing,
-                                     sink=worker.record_kv_event if router.wants_kv_events else None)
+                                     sink=worker.record_kv_event if router.wants_kv_events else None,
+                                     spec_seed=cfg.engine.mtp_seed + wid)
         return worker
 
     workers.extend(new_worker(wid) for wid in range(cfg.workers))

@@ -191,9 +191,11 @@ def validate(trace: Trace, cfg: RunConfig, opts: ValidateOptions,
     sim_cfg = prediction_config(cfg, opts)
     if sim_cfg.disagg is not None:
         d = sim_cfg.disagg
-        link = d.transfer.resolved_link
+        engines = sim_cfg.pool_engines()
+        h = d.transfer.resolve(engines["prefill"].hardware, engines["decode"].hardware, sim_cfg.num_gpus)
+        link = h.link
         say(f"simulating the same trace on {d.prefill_workers} prefill + {d.decode_workers} decode worker(s), "
-            f"KV hand-off {d.transfer.shape.bytes_per_token} B/token at {link.bandwidth_gbps:g} GB/s "
+            f"KV hand-off {h.bytes_per_token:g} B/token at {link.bandwidth_gbps:g} GB/s "
             f"+ {link.latency_ms:g} ms …")
     else:
         say("simulating the same trace and deployment …")
@@ -236,7 +238,7 @@ def prediction_config(cfg: RunConfig, opts: ValidateOptions) -> RunConfig:
     else:
         shape = model_kv_shape(opts.model, opts.device)
         d = DisaggConfig(prefill_workers=cfg.workers, decode_workers=opts.decode_workers,
-                         transfer=TransferConfig(model=shape or "llama-3.1-8b", link="tcp"))
+                         transfer=TransferConfig(model=shape, link="tcp"))
     return RunConfig(**{**cfg.model_dump(), "disagg": d.model_dump()})
 
 

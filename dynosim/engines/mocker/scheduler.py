@@ -11,8 +11,19 @@ caller (the simulator's worker, or a test) owns time. A pass:
 2. admits waiting requests (only if nothing was preempted in this pass and
    while fewer than ``max_num_seqs`` run), reusing their longest cached prefix;
 3. lasts ``prefill_ms(batch, mean isl, mean prefix) + decode_ms(active KV,
-   mean context)``, divided by the speed-up ratios; every request whose prompt
-   is complete emits one token at the end of the pass.
+   mean context)``, divided by the speed-up ratios, or, for a ``whole_pass``
+   timing model (``aic``, ``roofline``), ``pass_ms(prefilling requests, new
+   prefill tokens, decoding requests, their summed context)``: one iteration
+   priced as the database prices it; every request whose prompt is complete
+   emits one token at the end of the pass.
+
+Speculative decoding (``nextn`` > 0, Dynamo's ``aic_nextn``): every emitting
+request drafts ``nextn`` tokens; draft k is accepted with probability
+``accept_rates[k]`` if all before it were (a chain drawn from the worker's
+seeded generator, in running order), so a request emits 1 + accepted tokens,
+capped at what its output has left, all at the pass end. It still costs one
+token of the pass budget, reserves KV for the drafts, and, as in Dynamo's vLLM
+mocker, a request whose prefill ends in the pass joins that pass's decode term.
 
 ``uniform_run()`` tells how many next passes are pure decode steps that change
 nothing but token counts (no allocation, no completion, no admission); the
@@ -29,7 +40,7 @@ import numpy as np
 
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.kv_cache import EventSink, KvCache
-from dynosim.engines.mocker.timing import TimingModel, make_timing
+from dynosim.engines.mocker.timing import TimingModel, timing_for
 from dynosim.request import Request
 
 _OUTPUT_BLOCK_TAG = 1 << 63
@@ -44,6 +55,7 @@ def _ns(ms: float) -> float:
 class PassResult:
     duration_ms: float
     emitted: list[Request] = field(default_factory=list)    # got one token at pass end
+    tokens: list[int] | None = None  # speculative decoding: tokens each emitted request got (None: one each)
     completed: list[Request] = field(default_factory=list)  # emitted their last token
     failed: list[Request] = field(default_factory=list)     # can never fit in this engine
     preempted: int = 0
@@ -53,20 +65,29 @@ class PassResult:
 
 class VllmScheduler:
     def __init__(self, args: MockerArgs, timing: TimingModel | None = None, sink: EventSink | None = None,
-                 role: str = "aggregated"):
+                 role: str = "aggregated", spec_seed: int | None = None):
         """``role="decode"``: a disaggregated decode worker. The prompt's KV arrives from a prefill
         worker, so admitting it still takes blocks and token budget but no prefill time, and its
         first token costs a decode step (as Dynamo's mocker: its replay's TTFT agrees within 0.3%).
-        Prefill workers need no role: their requests ask for one token."""
+        Prefill workers need no role: their requests ask for one token. ``spec_seed``: the seed of
+        speculative-decoding acceptance draws (default ``args.mtp_seed``; the simulator gives worker w
+        ``mtp_seed + w``, as Dynamo)."""
         if role not in ("aggregated", "prefill", "decode"):
             raise ValueError(f"unknown worker role {role!r}")
         self.role = role
         self._prefill_free = role == "decode"
         self.args = args
-        self.timing = timing if timing is not None else make_timing(args.timing, args.timing_profile, args.timing_params)
+        self.timing = timing if timing is not None else timing_for(args)
         # fixed cost of one forward pass that both the prefill and the decode time contain (measured profiles):
         # a pass doing both is charged it once
-        self._pass_overhead_ms = float(getattr(self.timing, "pass_overhead_ms", 0.0))
+        self._pass_overhead_ms = float(self.timing.pass_overhead_ms)
+        self._whole_pass = bool(self.timing.whole_pass)
+        self.nextn = args.nextn if role != "prefill" else 0
+        self._rates = np.asarray(args.accept_rates, float)
+        self._spec_rng = np.random.default_rng(args.mtp_seed if spec_seed is None else spec_seed) \
+            if self.nextn else None
+        self.drafted = 0
+        self.accepted = 0
         self.kv = KvCache(args.num_gpu_blocks, args.block_size, sink if args.enable_prefix_caching else None)
         self.bs = args.block_size
         self.waiting: deque[Request] = deque()
@@ -177,7 +198,7 @@ class VllmScheduler:
             n = remaining if remaining < budget else budget
             target = req.computed + n
             current_preempted = False
-            while not self._allocate(req, target):
+            while not self._allocate(req, target + self._lookahead(req, target) if self.nextn else target):
                 victim = running.pop() if self.lifo else running.pop(0)
                 self._preempt(victim)
                 preempted += 1
@@ -245,7 +266,7 @@ class VllmScheduler:
                     break
                 n = min(seq_len - cached, budget)
                 target = cached + n
-                if not self._allocate(req, target):
+                if not self._allocate(req, target + self._lookahead(req, target) if self.nextn else target):
                     self._free(req)
                     break
                 waiting.popleft()
@@ -268,8 +289,9 @@ class VllmScheduler:
                             scheduled_tokens=self.args.max_num_batched_tokens - budget)
         prefill_ms = 0.0
         if batch and not self._prefill_free:
-            prefill_ms = _ns(self.timing.prefill_ms(batch, total_isl // batch, total_prefix // batch) / self.speed)
             result.prefill_tokens = total_isl - total_prefix
+            if not self._whole_pass:
+                prefill_ms = _ns(self.timing.prefill_ms(batch, total_isl // batch, total_prefix // batch) / self.speed)
 
         # Every running request whose sequence is computed emits a token at pass end. Only
         # requests that already have output cost decode time (a request whose prefill
@@ -278,21 +300,35 @@ class VllmScheduler:
         emitted = result.emitted
         ctx_sum = 0
         n_dec = 0
+        # with drafts, a request whose prefill ends in this pass is verified in it too (Dynamo's vLLM mocker)
+        spec = self.nextn > 0
         for req in self.running:
             gen = req.generated
             seq_len = req.isl + gen
             if req.computed >= seq_len and gen < req.osl:
                 emitted.append(req)
-                if gen or self._prefill_free:  # a decode worker's first token is a decode step
+                if gen or self._prefill_free or spec:  # a decode worker's first token is a decode step
                     ctx_sum += seq_len
                     n_dec += 1
         decode_ms = 0.0
-        if n_dec:
+        if self._whole_pass:
+            n_pre = batch if not self._prefill_free else 0
+            pre_tok = result.prefill_tokens
+            if pre_tok or n_dec:
+                speed = self.speed if pre_tok else self.decode_speed
+                prefill_ms = _ns(self.timing.pass_ms(n_pre, pre_tok, n_dec, ctx_sum) / speed)
+        elif n_dec:
             decode_ms = _ns(self.timing.decode_ms(ctx_sum, ctx_sum / n_dec, self.total_kv_tokens) / self.decode_speed)
         if emitted:
             completed = result.completed
-            for req in emitted:
-                req.generated += 1
+            burst = self._draw_bursts(emitted) if spec else None
+            result.tokens = burst
+            for i, req in enumerate(emitted):
+                if burst is not None and burst[i] > 1:
+                    req.generated += burst[i]
+                    req.computed += burst[i] - 1
+                else:
+                    req.generated += 1
                 if req.generated >= req.osl:
                     completed.append(req)
             if completed:
@@ -306,11 +342,33 @@ class VllmScheduler:
         result.duration_ms = prefill_ms + decode_ms
         return result
 
+    # -- speculative decoding ----------------------------------------------------
+    def _lookahead(self, req: Request, target: int) -> int:
+        """KV room for the drafts of a request whose sequence is complete after this pass."""
+        if target < req.isl + req.generated:
+            return 0
+        return max(0, min(self.nextn, req.osl - req.generated - 1))
+
+    def _draw_bursts(self, emitted: list[Request]) -> list[int]:
+        """Tokens each emitting request gets: 1 + the accepted prefix of its drafts, capped by its output left."""
+        draws = self._spec_rng.random((len(emitted), self.nextn)) < self._rates
+        accepted = np.cumprod(draws, axis=1).sum(axis=1)
+        out = []
+        for req, a in zip(emitted, accepted.tolist()):
+            left = req.osl - req.generated
+            self.drafted += self.nextn
+            self.accepted += a
+            out.append(min(1 + a, left))
+        return out
+
     # -- fast-forward ---------------------------------------------------------
     def uniform_run(self) -> int:
-        """How many next passes are pure decode steps with no allocation, completion or admission."""
+        """How many next passes are pure decode steps with no allocation, completion or admission.
+
+        None with speculative decoding: each pass's tokens are random draws.
+        """
         running = self.running
-        if not running or (self.waiting and len(running) < self.args.max_num_seqs):
+        if self.nextn or not running or (self.waiting and len(running) < self.args.max_num_seqs):
             return 0
         if len(running) > self.args.max_num_batched_tokens:
             return 0

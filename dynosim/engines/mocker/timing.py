@@ -31,7 +31,16 @@ DECODE_FLOOR_MS = 1.0
 
 
 class TimingModel(Protocol):
+    """What the scheduler and the planner read of a timing model.
+
+    ``whole_pass`` models (``aic``, ``roofline``) price a pass as one iteration
+    with ``pass_ms``; the others add ``prefill_ms`` and ``decode_ms``, minus
+    ``pass_overhead_ms`` once when a pass does both.
+    """
+
     name: str
+    whole_pass: bool
+    pass_overhead_ms: float
 
     def prefill_ms(self, batch_size: int, mean_isl: int, mean_prefix: int) -> float:
         """Time of the prefill part of a pass (0 when nothing is prefilled)."""
@@ -50,6 +59,8 @@ class PolynomialTiming:
     prefill_coeffs: tuple[float, float, float] = PREFILL_COEFFS
     decode_coeffs: tuple[float, float, float] = DECODE_COEFFS
     name: str = "polynomial"
+    whole_pass = False
+    pass_overhead_ms = 0.0
 
     def prefill_ms(self, batch_size: int, mean_isl: int, mean_prefix: int) -> float:
         t = batch_size * (mean_isl - mean_prefix)
@@ -81,6 +92,8 @@ class FixedTiming:
     prefill: float = 10.0
     decode: float = 5.0
     name: str = "fixed"
+    whole_pass = False
+    pass_overhead_ms = 0.0
 
     def __post_init__(self) -> None:
         if self.prefill < 0 or self.decode < 0:
@@ -132,6 +145,7 @@ class InterpolatedTiming:
     decode_itl: np.ndarray  # shape (len(decode_kv_tokens), len(decode_ctx))
     source: str = ""
     name: str = "interpolated"
+    whole_pass = False
     prefill_per_request_ms: float = 0.0
     pass_overhead_ms: float = 0.0
 
@@ -310,19 +324,72 @@ def _make_fixed(profile: str | None = None, prefill_ms: float = 10.0, decode_ms:
     return FixedTiming(float(prefill_ms), float(decode_ms))
 
 
+def _make_aic(profile: str | None = None, hardware=None, nextn: int = 0) -> TimingModel:
+    """The measured database; with a profile, the database tuned with the profile's measured passes."""
+    if hardware is None:
+        raise ValueError("timing model 'aic' needs a hardware section (--model and --system)")
+    if profile:
+        from dynosim.hardware.tuning import tuned_aic_timing
+
+        return tuned_aic_timing(hardware, profile, nextn)[0]
+    from dynosim.hardware.aic import aic_timing
+
+    return aic_timing(hardware, nextn)
+
+
+def _make_roofline(profile: str | None = None, hardware=None, nextn: int = 0) -> TimingModel:
+    if hardware is None:
+        raise ValueError("timing model 'roofline' needs a hardware section (--model and --system)")
+    if profile:
+        raise ValueError("timing model 'roofline' takes no profile (--timing-profile applies to interpolated, "
+                         "polynomial and aic)")
+    from dynosim.hardware.roofline import RooflineTiming
+
+    return RooflineTiming(hardware, nextn)
+
+
 TIMING_MODELS: dict[str, Callable[..., TimingModel]] = {
+    "aic": _make_aic,
+    "roofline": _make_roofline,
     "polynomial": _make_polynomial,
     "interpolated": _make_interpolated,
     "fixed": _make_fixed,
 }
+# models priced for a named model and GPU: they take the hardware section and the draft length
+HARDWARE_TIMINGS = ("aic", "roofline")
 
 
-def make_timing(name: str, profile: str | None = None, params: dict | None = None) -> TimingModel:
+def make_timing(name: str, profile: str | None = None, params: dict | None = None, hardware=None,
+                nextn: int = 0) -> TimingModel:
     try:
         factory = TIMING_MODELS[name]
     except KeyError:
         raise ValueError(f"unknown timing model {name!r}; choose from {sorted(TIMING_MODELS)}") from None
+    kw = dict(params or {})
+    if name in HARDWARE_TIMINGS:
+        if kw:
+            raise ValueError(f"timing model {name!r} takes no parameters, got {sorted(kw)}")
+        kw = {"hardware": hardware, "nextn": nextn}
     try:
-        return factory(profile=profile, **(params or {}))
+        return factory(profile=profile, **kw)
     except TypeError as exc:
         raise ValueError(f"timing model {name!r}: bad parameters {sorted(params or {})} ({exc})") from None
+
+
+def timing_for(args) -> TimingModel:
+    """The timing model an engine's arguments (``MockerArgs``) name."""
+    return make_timing(args.timing, args.timing_profile, args.timing_params, hardware=args.hardware,
+                       nextn=args.nextn)
+
+
+def timing_source(args) -> str:
+    """How an engine's passes are priced, as the summary labels it."""
+    if args.timing == "aic":
+        return f"aic+tuned:{args.timing_profile}" if args.timing_profile else "aic"
+    if args.timing == "roofline":
+        return "roofline (uncalibrated)"
+    if args.timing == "interpolated":
+        return f"interpolated:{args.timing_profile}"
+    if args.timing == "polynomial" and args.timing_profile:
+        return f"polynomial:{args.timing_profile}"
+    return args.timing

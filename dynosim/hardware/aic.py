@@ -1,0 +1,166 @@
+"""Pass times from aiconfigurator-core's measured per-operation database (``--timing aic``).
+
+Every pass is priced for the batch the scheduler formed: new prefill tokens of
+the requests prefilling, and the decode requests with their summed KV tokens;
+a pass that does both is priced as one mixed iteration. With attention data
+parallelism the batch is split evenly over the ranks and the iteration costs
+what its slowest rank costs (the database takes one entry per rank).
+
+Speed: a query costs about 0.01 ms, so passes that prefill are priced directly
+(and memoised). Decode-only passes, which fast-forwarded stretches take by the
+thousand, read a table per batch size over the per-request context on a
+geometric grid (ratio ``TABLE_RATIO``), built the first time that batch size
+occurs; ``benchmarks/aic_consistency.py`` checks the table against direct
+queries (target: within 0.5%). Stepping and fast-forwarding both use the
+table, so they agree exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import numpy as np
+
+from dynosim.hardware.catalog import HardwareError, quiet_aic_logs, resolve_model
+from dynosim.hardware.model import AIC_KV_DTYPE, AIC_WEIGHT_DTYPE
+from dynosim.hardware.spec import HardwareSpec
+
+TABLE_RATIO = 1.08
+DECODE_FLOOR_MS = 0.0
+
+
+def aic_config(hw: HardwareSpec, nextn: int = 0) -> dict:
+    """The database's engine identity for ``hw`` (what ``RustForwardPassPerfModel`` is built from)."""
+    src = resolve_model(hw.model)
+    cfg = {"schema_version": 1, "model_name": src.aic_path, "system_name": hw.system, "backend": hw.backend,
+           "backend_version": hw.version(), "tp_size": hw.tp, "pp_size": hw.pp}
+    if hw.shape.is_moe:
+        cfg.update(moe_ep_size=hw.ep, moe_tp_size=hw.moe_tp, attention_dp_size=hw.dp)
+    if hw.weight_quant is not None:
+        cfg["weight_dtype"] = AIC_WEIGHT_DTYPE[hw.weight_quant]
+    if hw.kv_quant is not None:
+        cfg["kv_cache_dtype"] = AIC_KV_DTYPE.get(hw.kv_quant)
+    if nextn:
+        cfg["nextn"] = int(nextn)
+    return cfg
+
+
+def _split(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def fpm(n_prefill: int, prefill_tokens: int, n_decode: int, decode_kv: int, dp: int = 1) -> list[dict]:
+    """One iteration as the database's per-rank forward-pass metrics (the batch split evenly over ``dp``)."""
+    out = []
+    for a, b, c, d in zip(_split(n_prefill, dp), _split(prefill_tokens, dp), _split(n_decode, dp),
+                          _split(decode_kv, dp)):
+        out.append({"scheduled_requests": {"num_prefill_requests": a, "sum_prefill_tokens": b,
+                                           "num_decode_requests": c, "sum_decode_kv_tokens": d}})
+    return out
+
+
+def build_perf_model(hw: HardwareSpec, nextn: int = 0):
+    """The strict native estimator for ``hw`` (never the silent regression fallback), probed once."""
+    quiet_aic_logs()
+    from aiconfigurator_core.sdk.rust_engine_step import RustForwardPassPerfModel
+
+    cfg = aic_config(hw, nextn)
+    try:
+        model = RustForwardPassPerfModel.from_native(cfg)
+        diag = model.diagnostics()
+        if diag.get("source") != "aic":
+            raise HardwareError(f"the database answered {hw.label()} with {diag.get('source')!r}, not measured data")
+        for probe in (fpm(1, 1024, 0, 0, hw.dp), fpm(0, 0, hw.dp, 1024 * hw.dp, hw.dp),
+                      fpm(hw.dp, 512 * hw.dp, hw.dp, 1024 * hw.dp, hw.dp)):
+            t = model.estimate_forward_pass_time_ms(probe)
+            if t is None or not np.isfinite(t) or t <= 0:
+                raise HardwareError(f"the database gives no price for {hw.label()} ({probe[0]})")
+    except HardwareError:
+        raise
+    except Exception as exc:  # the database raises ValueError or its own PerfDataNotAvailableError
+        msg = str(exc).split("\n")[0]
+        if len(msg) > 300:
+            msg = msg[:300] + "…"
+        raise HardwareError(f"the database cannot price {hw.label()} with {hw.weights_dtype} weights and "
+                            f"{hw.kv_dtype} KV: {msg}. Try another --backend, --weight-quant/--kv-quant, or "
+                            "--timing roofline for an uncalibrated estimate") from None
+    return model
+
+
+class AicTiming:
+    """Timing model over the database for one worker (``whole_pass``: the scheduler prices whole passes)."""
+
+    name = "aic"
+    whole_pass = True
+    pass_overhead_ms = 0.0
+
+    def __init__(self, hw: HardwareSpec, nextn: int = 0, perf_model=None, source: str = "aic"):
+        self.hw = hw
+        self.nextn = nextn
+        self.dp = hw.dp
+        self.source = source
+        self.model = perf_model if perf_model is not None else build_perf_model(hw, nextn)
+        self._memo: dict[tuple[int, int, int, int], float] = {}
+        top = max(hw.shape.max_context, 1 << 17)
+        grid = np.unique(np.round(TABLE_RATIO ** np.arange(0, int(np.log(top) / np.log(TABLE_RATIO)) + 2)))
+        self._ctx_grid = grid.astype(np.int64)
+        self._tables: dict[int, np.ndarray] = {}
+        self.queries = 0
+
+    # -- direct ----------------------------------------------------------------------------------------------
+    def direct_ms(self, n_prefill: int, prefill_tokens: int, n_decode: int, decode_kv: int) -> float:
+        """The database's price of one iteration, queried now (no table)."""
+        self.queries += 1
+        t = self.model.estimate_forward_pass_time_ms(fpm(n_prefill, prefill_tokens, n_decode, decode_kv, self.dp))
+        if t is None:  # pragma: no cover - the strict model always answers once probed
+            raise HardwareError(f"the database gave no price for a pass of {self.hw.label()}")
+        return float(t)
+
+    def pass_ms(self, n_prefill: int, prefill_tokens: int, n_decode: int, decode_kv: int) -> float:
+        if prefill_tokens <= 0:
+            return self.decode_only_ms(n_decode, decode_kv) if n_decode else 0.0
+        key = (n_prefill, prefill_tokens, n_decode, decode_kv)
+        t = self._memo.get(key)
+        if t is None:
+            t = self._memo[key] = self.direct_ms(*key)
+        return t
+
+    # -- decode table ----------------------------------------------------------------------------------------
+    def _table(self, n: int) -> np.ndarray:
+        tab = self._tables.get(n)
+        if tab is None:
+            tab = np.array([self.direct_ms(0, 0, n, int(c) * n) for c in self._ctx_grid])
+            self._tables[n] = tab
+        return tab
+
+    def decode_only_ms(self, n: int, kv: int) -> float:
+        if n <= 0:
+            return 0.0
+        return float(np.interp(kv / n, self._ctx_grid, self._table(n)))
+
+    # -- the scheduler's and the planner's interface -------------------------------------------------------
+    def prefill_ms(self, batch_size: int, mean_isl: int, mean_prefix: int) -> float:
+        t = batch_size * (mean_isl - mean_prefix)
+        return self.pass_ms(batch_size, t, 0, 0) if t > 0 else 0.0
+
+    def decode_ms(self, active_kv_tokens: int, mean_ctx: float, total_kv_tokens: int) -> float:
+        n = max(1, round(active_kv_tokens / mean_ctx)) if mean_ctx > 0 else 1
+        return self.decode_only_ms(n, int(active_kv_tokens))
+
+    def decode_ms_vec(self, active_kv_tokens: np.ndarray, mean_ctx: np.ndarray, total_kv_tokens: int) -> np.ndarray:
+        if len(active_kv_tokens) == 0:
+            return np.zeros(0)
+        n = max(1, int(round(float(active_kv_tokens[0]) / float(mean_ctx[0]))))
+        return np.interp(np.asarray(active_kv_tokens, float) / n, self._ctx_grid, self._table(n))
+
+
+@lru_cache(maxsize=32)
+def _cached(hw_json: str, nextn: int) -> AicTiming:
+    return AicTiming(HardwareSpec.model_validate_json(hw_json), nextn)
+
+
+def aic_timing(hw: HardwareSpec, nextn: int = 0) -> AicTiming:
+    """A shared ``AicTiming`` per (hardware, nextn) in this process: the database and tables load once."""
+    return _cached(json.dumps(hw.model_dump(mode="json"), sort_keys=True), int(nextn))
