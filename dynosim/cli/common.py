@@ -42,7 +42,7 @@ def validation_message(exc: ValidationError) -> str:
     parts = []
     for e in exc.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "config"
-        parts.append(f"{loc}: {e['msg']}")
+        parts.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}")
     return "invalid configuration: " + "; ".join(parts)
 
 
@@ -129,3 +129,47 @@ BasePortOpt = Annotated[int, typer.Option(help="launch: first HTTP port")]
 StartupTimeoutOpt = Annotated[float, typer.Option(help="launch: seconds to wait for the servers")]
 VocabSizeOpt = Annotated[int, typer.Option(help="prompt token ids are drawn in [4, vocab size)")]
 EngineArgOpt = Annotated[list[str], typer.Option("--engine-arg", help="launch: extra server argument (repeatable)")]
+# hardware: model × GPU system × engine × parallelism (run, sweep, validate)
+HwModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="model to price: a database id (dynosim hardware list) or a path to a config.json")]
+HwSystemOpt = Annotated[Optional[str], typer.Option("--system", help="GPU system: h100_sxm, h200_sxm, b200_sxm, …")]
+HwBackendOpt = Annotated[Optional[str], typer.Option("--backend", help="engine: vllm | sglang | trtllm")]
+HwVersionOpt = Annotated[Optional[str], typer.Option("--backend-version",
+                                                     help="engine version (default: the database's current)")]
+HwWeightQuantOpt = Annotated[Optional[str], typer.Option("--weight-quant",
+                                                         help="weights: bf16, fp8, nvfp4, int8, int4")]
+HwKvQuantOpt = Annotated[Optional[str], typer.Option("--kv-quant", help="KV cache: bf16, fp8, int8")]
+HwMemUtilOpt = Annotated[Optional[float], typer.Option("--gpu-memory-utilization",
+                                                       help="share of GPU memory the engine takes (0.9)")]
+NextnOpt = Annotated[int, typer.Option("--nextn", help="speculative decoding: draft tokens per decode pass (0-5)")]
+AcceptRatesOpt = Annotated[Optional[str], typer.Option(
+    "--nextn-accept-rates", help="acceptance per draft position, e.g. 0.85,0.3")]
+
+
+def hardware_section(model: str | None, system: str | None, backend: str | None = None,
+                     backend_version: str | None = None, tp: int | None = None, pp: int | None = None,
+                     ep: int | None = None, dp: int | None = None, weight_quant: str | None = None,
+                     kv_quant: str | None = None, gpu_memory_utilization: float | None = None) -> dict | None:
+    """The engine's ``hardware`` fields from the flags (None when no model and system are named).
+
+    A hardware flag without ``--model`` and ``--system`` is an error, never ignored.
+    """
+    extra = {"--backend": backend, "--backend-version": backend_version, "--pp": pp, "--ep": ep, "--dp": dp,
+             "--weight-quant": weight_quant, "--kv-quant": kv_quant,
+             "--gpu-memory-utilization": gpu_memory_utilization}
+    if model is None and system is None:
+        given = [k for k, v in extra.items() if v is not None]
+        if given:
+            fail(f"{', '.join(given)} describe a worker's hardware: name --model and --system too")
+        return None
+    if model is None or system is None:
+        fail("name both --model and --system (a model is priced on a GPU system)")
+    fields = {"model": model, "system": system, "backend": backend, "backend_version": backend_version, "tp": tp,
+              "pp": pp, "ep": ep, "dp": dp, "weight_quant": weight_quant, "kv_quant": kv_quant,
+              "gpu_memory_utilization": gpu_memory_utilization}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def accept_rates(text: str | None) -> list[float] | None:
+    rates = float_list(text, "--nextn-accept-rates")
+    return rates if rates is not None else None

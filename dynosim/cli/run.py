@@ -12,9 +12,12 @@ from rich.table import Table
 
 from dynosim.api import RunResult, run as run_api
 from dynosim.cli.app import app, console, err_console
-from dynosim.cli.common import (ArrivalSpeedupOpt, LimitOpt, MaxBatchedTokensOpt, MaxNumSeqsOpt, Preemption,
-                                RouterModeOpt, SeedOpt, TimingOpt, TimingProfileOpt, TraceBlockSizeOpt, TraceOpt,
-                                WorkersOpt, fail, fmt, load_run_config, merge, parse_options, validation_message)
+from dynosim.cli.common import (AcceptRatesOpt, ArrivalSpeedupOpt, HwBackendOpt, HwKvQuantOpt, HwMemUtilOpt,
+                                HwModelOpt, HwSystemOpt, HwVersionOpt, HwWeightQuantOpt, LimitOpt,
+                                MaxBatchedTokensOpt, MaxNumSeqsOpt, NextnOpt, Preemption, RouterModeOpt, SeedOpt,
+                                TimingName, TimingProfileOpt, TraceBlockSizeOpt, TraceOpt, WorkersOpt, accept_rates,
+                                fail, fmt, hardware_section, load_run_config, merge, parse_options,
+                                validation_message)
 from dynosim.config import DisaggConfig, RouterParams, RunConfig
 from dynosim.disagg.transfer import TransferConfig
 from dynosim.engines.mocker.config import MockerArgs
@@ -102,25 +105,41 @@ def run(
     workers: WorkersOpt = 1,
     prefill_workers: int = typer.Option(0, help="disaggregated: prefill workers (with --decode-workers)"),
     decode_workers: int = typer.Option(0, help="disaggregated: decode workers"),
-    kv_transfer_link: str = typer.Option("rdma", help="disaggregated KV hand-off link preset: nvlink, rdma, tcp"),
+    kv_transfer_link: Optional[str] = typer.Option(None, help="disaggregated KV hand-off link preset: nvlink, "
+                                                   "rdma, tcp (default: from --system, else rdma)"),
     kv_transfer_bandwidth: Optional[float] = typer.Option(None, help="hand-off bandwidth in GB/s (overrides "
                                                           "the preset)"),
     kv_transfer_latency_ms: Optional[float] = typer.Option(None, help="hand-off latency (overrides the preset)"),
-    kv_model: str = typer.Option("llama-3.1-8b", help="KV shape preset for bytes per token"),
     kv_transfer_contention: bool = typer.Option(False, "--kv-transfer-contention/--no-kv-transfer-contention",
                                                 help="hand-offs queue on one shared link"),
     router_mode: RouterModeOpt = "round-robin",
-    num_gpu_blocks: int = typer.Option(16384, help="KV capacity per worker, in blocks"),
+    num_gpu_blocks: Optional[int] = typer.Option(None, help="KV capacity per worker, in blocks (default: from "
+                                                 "memory with --model/--system, else 16384)"),
     block_size: int = typer.Option(64, help="tokens per KV block"),
     max_num_seqs: MaxNumSeqsOpt = 256,
     max_num_batched_tokens: MaxBatchedTokensOpt = 8192,
-    timing: TimingOpt = "polynomial",
+    timing: Optional[TimingName] = typer.Option(None, help="timing model (default: aic with --model/--system, "
+                                                "else polynomial)"),
     timing_profile: TimingProfileOpt = None,
     speedup_ratio: float = typer.Option(1.0, help="divide all modelled durations by this"),
     prefix_caching: bool = typer.Option(True, "--prefix-caching/--no-prefix-caching"),
     chunked_prefill: bool = typer.Option(True, "--chunked-prefill/--no-chunked-prefill"),
     preemption_mode: Preemption = typer.Option("lifo", help="which running request is preempted"),
-    gpus_per_worker: int = typer.Option(1, help="GPUs per worker (TP), for per-GPU throughput"),
+    gpus_per_worker: Optional[int] = typer.Option(None, help="GPUs per worker, for per-GPU throughput "
+                                                  "(without --model/--system; with them it is TP × PP × DP)"),
+    model: HwModelOpt = None,
+    system: HwSystemOpt = None,
+    backend: HwBackendOpt = None,
+    backend_version: HwVersionOpt = None,
+    tp: Optional[int] = typer.Option(None, help="tensor parallel GPUs per worker (with --model/--system)"),
+    pp: Optional[int] = typer.Option(None, help="pipeline parallel stages"),
+    ep: Optional[int] = typer.Option(None, help="MoE: expert parallel ranks"),
+    dp: Optional[int] = typer.Option(None, help="MoE: attention data-parallel ranks per worker"),
+    weight_quant: HwWeightQuantOpt = None,
+    kv_quant: HwKvQuantOpt = None,
+    gpu_memory_utilization: HwMemUtilOpt = None,
+    nextn: NextnOpt = 0,
+    nextn_accept_rates: AcceptRatesOpt = None,
     trace_block_size: TraceBlockSizeOpt = 512,
     arrival_speedup: ArrivalSpeedupOpt = 1.0,
     concurrency: Optional[int] = typer.Option(None, help="closed loop: keep N sessions open (the next starts when "
@@ -160,13 +179,25 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON instead of tables"),
 ) -> None:
     """Replay a trace through simulated workers and report latency and throughput."""
+    hw = hardware_section(model, system, backend, backend_version, tp, pp, ep, dp, weight_quant, kv_quant,
+                          gpu_memory_utilization)
+    if hw is None and tp is not None:
+        fail("--tp splits a named model over GPUs: give --model and --system (without them, --gpus-per-worker "
+             "only counts GPUs)")
+    if hw is not None and gpus_per_worker is not None:
+        fail("--gpus-per-worker follows from --tp × --pp × --dp when --model/--system are given")
     try:
-        engine = MockerArgs(block_size=block_size, num_gpu_blocks=num_gpu_blocks, max_num_seqs=max_num_seqs,
-                            max_num_batched_tokens=max_num_batched_tokens, timing=timing.value,
-                            timing_profile=timing_profile, speedup_ratio=speedup_ratio,
-                            enable_prefix_caching=prefix_caching, enable_chunked_prefill=chunked_prefill,
-                            preemption_mode=preemption_mode.value, gpus_per_worker=gpus_per_worker,
-                            **_profile_latencies(timing_profile))
+        engine_fields = dict(block_size=block_size, num_gpu_blocks=num_gpu_blocks, max_num_seqs=max_num_seqs,
+                             max_num_batched_tokens=max_num_batched_tokens,
+                             timing=timing.value if timing is not None else None,
+                             timing_profile=timing_profile, speedup_ratio=speedup_ratio,
+                             enable_prefix_caching=prefix_caching, enable_chunked_prefill=chunked_prefill,
+                             preemption_mode=preemption_mode.value, hardware=hw,
+                             nextn=nextn, nextn_accept_rates=accept_rates(nextn_accept_rates),
+                             **_profile_latencies(timing_profile))
+        if gpus_per_worker is not None:
+            engine_fields["gpus_per_worker"] = gpus_per_worker
+        engine = MockerArgs(**{k: v for k, v in engine_fields.items() if v is not None})
         router = RouterParams(
             temperature=router_temperature, overlap_score_credit=kv_overlap_score_credit,
             prefill_load_scale=router_prefill_load_scale, kv_events=router_kv_events, ttl_s=router_ttl,
@@ -178,7 +209,7 @@ def run(
             if prefill_workers < 1 or decode_workers < 1:
                 fail("disaggregated serving needs --prefill-workers >= 1 and --decode-workers >= 1")
             disagg = DisaggConfig(prefill_workers=prefill_workers, decode_workers=decode_workers,
-                                  transfer=TransferConfig(model=kv_model, link=kv_transfer_link,
+                                  transfer=TransferConfig(link=kv_transfer_link,
                                                           bandwidth_gbps=kv_transfer_bandwidth,
                                                           latency_ms=kv_transfer_latency_ms,
                                                           contention=kv_transfer_contention))
@@ -193,6 +224,8 @@ def run(
             cfg = RunConfig(**merge(json.loads(cfg.model_dump_json()), load_run_config(config)))
     except ValidationError as exc:
         fail(validation_message(exc))
+    except ValueError as exc:  # a hardware name or combination (HardwareError)
+        fail(str(exc))
     if not trace.exists():
         fail(f"trace not found: {trace}")
     try:

@@ -161,4 +161,46 @@ def summarize_state(state: SimState) -> tuple[pd.DataFrame, dict]:
     if driver is not None:
         summary["planner"] = driver.report()
     summary["preemptions"] = sum(w.sched.num_preemptions for w in state.workers)
+    summary["hardware"] = hardware_summary(state.config)
+    nextn = max(w.sched.nextn for w in state.workers) if state.workers else 0
+    if nextn:
+        drafted = sum(w.sched.drafted for w in state.workers)
+        accepted = sum(w.sched.accepted for w in state.workers)
+        summary["speculative"] = {"nextn": nextn, "drafted": drafted, "accepted": accepted,
+                                  "acceptance": accepted / drafted if drafted else float("nan"),
+                                  "tokens_per_step": 1 + nextn * accepted / drafted if drafted else float("nan")}
     return df, summary
+
+
+def describe_worker(args: MockerArgs) -> dict:
+    """What one worker of a pool is: hardware, memory, KV capacity and how its passes are priced."""
+    from dynosim.engines.mocker.timing import timing_source
+
+    out: dict = {"timing_source": timing_source(args), "gpus_per_worker": args.gpus_per_worker,
+                 "kv_blocks_per_worker": args.num_gpu_blocks, "block_size": args.block_size,
+                 "kv_tokens_per_worker": args.num_gpu_blocks * args.block_size,
+                 "kv_blocks_source": args.kv_blocks_source}
+    hw = args.hardware
+    if hw is None:
+        return {"model": None, "system": None, **out}
+    from dynosim.hardware.memory import worker_memory
+
+    mem = worker_memory(hw, args.block_size, args.max_num_batched_tokens, args.max_num_seqs)
+    try:
+        version = hw.version()
+    except ValueError:  # roofline on a system without database data
+        version = hw.backend_version
+    return {"model": hw.model, "system": hw.system, "backend": hw.backend, "backend_version": version,
+            "tp": hw.tp, "pp": hw.pp, "ep": hw.ep, "dp": hw.dp, "weight_quant": hw.weights_dtype,
+            "kv_quant": hw.kv_dtype, "weights_gb_per_gpu": round(mem.weights_gb_per_gpu, 3),
+            "kv_bytes_per_token": mem.kv_bytes_per_token, "kv_bytes_per_token_per_gpu": mem.kv_bytes_per_token_per_gpu,
+            "memory_kv_blocks": mem.kv_blocks_per_worker, **out}
+
+
+def hardware_summary(cfg: RunConfig) -> dict:
+    """``summary["hardware"]``: one worker's description, or one per pool where the pools differ."""
+    engines = cfg.pool_engines()
+    desc = {pool: describe_worker(args) for pool, args in engines.items()}
+    if len(desc) == 1 or desc["prefill"] == desc["decode"]:
+        return next(iter(desc.values()))
+    return desc

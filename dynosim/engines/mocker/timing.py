@@ -331,7 +331,7 @@ def _make_aic(profile: str | None = None, hardware=None, nextn: int = 0) -> Timi
     if profile:
         from dynosim.hardware.tuning import tuned_aic_timing
 
-        return tuned_aic_timing(hardware, profile, nextn)[0]
+        return tuned_aic_timing(hardware, profile, nextn)
     from dynosim.hardware.aic import aic_timing
 
     return aic_timing(hardware, nextn)
