@@ -12,6 +12,12 @@ TTFT, E2E and reused tokens (meaningful for round-robin, which has no ties):
 how many agree (TTFT and E2E within 1e-3 ms, reused tokens exactly) and the
 largest differences; it is informational and does not change the exit status.
 
+Speculative decoding (``--nextn N [--nextn-accept-rates 0.85,0.3] [--mtp-seed S]``):
+both sides draft N tokens per decode pass with the same conditional acceptance
+chain and seed: dynosim's MockerArgs nextn, nextn_accept_rates, mtp_seed;
+Dynamo's engine aic_nextn, aic_nextn_accept_rates (a comma-separated string)
+and aic_mtp_seed. Both time passes with the polynomial model, which ignores N.
+
 Exit status 1 if any target is missed, 0 otherwise (also when Dynamo is not
 installed: then it prints SKIPPED).
 
@@ -59,11 +65,28 @@ def main() -> int:
     ap.add_argument("--prefill-workers", type=int, default=0, help="disaggregated: prefill workers (e.g. 4)")
     ap.add_argument("--decode-workers", type=int, default=0, help="disaggregated: decode workers (e.g. 12)")
     ap.add_argument("--kv-bandwidth", type=float, default=64.0, help="disaggregated: KV transfer GB/s")
+    ap.add_argument("--nextn", type=int, default=0, help="speculative decoding: draft tokens per decode pass (0: off)")
+    ap.add_argument("--nextn-accept-rates", default=None,
+                    help="with --nextn: per-position conditional acceptance, comma-separated (default: Dynamo's "
+                         "0.85,0.3,0,...)")
+    ap.add_argument("--mtp-seed", type=int, default=None,
+                    help="with --nextn: seed of the acceptance draws, worker w uses seed + w (default: 42 on both)")
     ap.add_argument("--per-request", action="store_true", help="also compare every request (round-robin)")
     ap.add_argument("--dynamo-python", default=None, help="python of a venv with ai-dynamo (or $DYNOSIM_DYNAMO_PYTHON)")
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be >= 1")
+    if args.nextn < 0:
+        ap.error("--nextn must be >= 0")
+    if (args.nextn_accept_rates is not None or args.mtp_seed is not None) and not args.nextn:
+        ap.error("--nextn-accept-rates and --mtp-seed need --nextn >= 1")
+    if args.nextn_accept_rates is not None:
+        try:
+            args.rates = [float(x) for x in args.nextn_accept_rates.split(",") if x.strip()]
+        except ValueError:
+            ap.error(f"--nextn-accept-rates: not a comma-separated list of numbers: {args.nextn_accept_rates!r}")
+    else:
+        args.rates = None
 
     py, where = find_dynamo_python(args.dynamo_python)
     if py is None:
@@ -79,17 +102,26 @@ def compare(args, py: str, tmp: Path) -> int:
         # Llama-3.1-8B in bf16: 32 layers x K,V x 8 KV heads x 128 dims x 2 bytes
         kw["disagg"] = dict(prefill_workers=args.prefill_workers, decode_workers=args.decode_workers,
                             bandwidth_gbps=args.kv_bandwidth, model="llama-3.1-8b", bytes_per_token=131_072)
+    ours_extra, theirs_extra = None, {}
+    if args.nextn:
+        seed = 42 if args.mtp_seed is None else args.mtp_seed  # Dynamo's default, stated so both sides agree
+        ours_extra = {"nextn": args.nextn, "nextn_accept_rates": args.rates, "mtp_seed": seed}
+        theirs_extra = {"nextn": args.nextn, "nextn_accept_rates": args.rates, "mtp_seed": seed}
     ours, theirs = [], []
     for i in range(args.runs):
         per = args.per_request and i == 0
-        ours.append(run_dynosim(args.trace, args.workers, args.router_mode, seed=i,
+        ours.append(run_dynosim(args.trace, args.workers, args.router_mode, seed=i, engine_extra=ours_extra,
                                 requests_out=str(tmp / "ours.parquet") if per else None, **kw)["summary"])
-        theirs.append(run_dynamo(py, args.trace, args.workers, args.router_mode,
+        theirs.append(run_dynamo(py, args.trace, args.workers, args.router_mode, **theirs_extra,
                                  requests_out=str(tmp / "dyn.jsonl") if per else None, **kw)["report"])
     pools = (f"{args.prefill_workers} prefill + {args.decode_workers} decode workers, KV at {args.kv_bandwidth} GB/s"
              if "disagg" in kw else f"{args.workers} workers")
     print(f"trace {args.trace}; {pools}, router {args.router_mode}, block {args.block_size}, "
           f"{args.num_gpu_blocks} blocks, arrival ×{args.arrival_speedup}; {args.runs} run(s) per side")
+    if args.nextn:
+        print(f"speculative decoding: nextn {args.nextn}, accept rates "
+              f"{args.nextn_accept_rates or 'default (0.85,0.3,0,...)'}, mtp seed {ours_extra['mtp_seed']} "
+              "(worker w: seed + w); polynomial timing on both sides")
     print(f"{'metric':34s} {'dynosim':>14s} {'Dynamo':>14s} {'diff':>10s}  target")
     missed = 0
     for label, get, key, kind in METRICS:

@@ -163,6 +163,18 @@ def _engine_args(args, worker_type: str | None) -> dict:
         engine["kv_transfer_bandwidth"] = args.kv_transfer_bandwidth
     if args.kv_bytes_per_token is not None:
         engine["kv_transfer_bytes_per_token"] = args.kv_bytes_per_token
+    if args.aic_nextn:
+        # speculative decoding (MTP bursts); Dynamo takes the rates as a comma-separated string
+        engine["aic_nextn"] = args.aic_nextn
+        if args.aic_nextn_accept_rates is not None:
+            engine["aic_nextn_accept_rates"] = args.aic_nextn_accept_rates
+        if args.aic_mtp_seed is not None:
+            engine["aic_mtp_seed"] = args.aic_mtp_seed
+    if args.ais_model is not None:
+        # passes priced by AISimulate's database (needs aisimulate_core in this venv)
+        engine["timing_model"] = {"type": "external", "provider": "ais",
+                                  "config": {"model": args.ais_model, "system": args.ais_system,
+                                             "backend": args.ais_backend, "tp": args.ais_tp}}
     # Dynamo 1.6.1 wants the engine knobs nested under "engine"; a flat dict
     # is rejected ("unknown field `block_size`").
     return {"engine": engine}
@@ -204,6 +216,16 @@ def parse_args(argv=None):
                         "0 disables the delay; unset = Dynamo default, none)")
     p.add_argument("--kv-bytes-per-token", type=int, default=None,
                    help="engine.kv_transfer_bytes_per_token (bytes)")
+    p.add_argument("--aic-nextn", type=int, default=0,
+                   help="engine.aic_nextn: speculative draft tokens per decode pass (0: off)")
+    p.add_argument("--aic-nextn-accept-rates", default=None,
+                   help="engine.aic_nextn_accept_rates, comma-separated (e.g. 0.85,0.3)")
+    p.add_argument("--aic-mtp-seed", type=int, default=None, help="engine.aic_mtp_seed (unset: Dynamo default)")
+    p.add_argument("--ais-model", default=None,
+                   help="price passes with AISimulate for this model (engine.timing_model provider ais)")
+    p.add_argument("--ais-system", default="h200_sxm", help="AISimulate GPU system (with --ais-model)")
+    p.add_argument("--ais-backend", default="vllm", help="AISimulate backend (with --ais-model)")
+    p.add_argument("--ais-tp", type=int, default=1, help="AISimulate tensor parallel size (with --ais-model)")
     p.add_argument("--out", default=None, help="also write the JSON object to this file")
     p.add_argument("--requests-out", default=None,
                    help="write Dynamo's per-request records as JSONL (trace order)")
@@ -289,6 +311,10 @@ def main(argv=None) -> int:
         "arrival_speedup": args.arrival_speedup,
         "kv_transfer_bandwidth": args.kv_transfer_bandwidth,
         "kv_bytes_per_token": args.kv_bytes_per_token,
+        "aic_nextn": args.aic_nextn,
+        "aic_nextn_accept_rates": args.aic_nextn_accept_rates,
+        "aic_mtp_seed": args.aic_mtp_seed,
+        "ais_model": args.ais_model,
         "capture_per_request": args.requests_out is not None,
         "run_trace_replay_kwargs": call_kwargs,
         "resolved_engine_config": resolved,

@@ -9,5 +9,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="dynosim: replay LLM request traces through a simulated Dynamo-style serving stack.")
 trace_app = typer.Typer(no_args_is_help=True, help="Look at and transform traces.")
 app.add_typer(trace_app, name="trace")
+hardware_app = typer.Typer(no_args_is_help=True, help="What the performance database covers, and what one worker is.")
+app.add_typer(hardware_app, name="hardware")
 console = Console()
 err_console = Console(stderr=True)

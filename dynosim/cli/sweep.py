@@ -10,7 +10,9 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from dynosim.cli.app import app, console, err_console
-from dynosim.cli.common import LimitOpt, TraceOpt, fail, float_list, fmt, load_run_config, validation_message
+from dynosim.cli.common import (AcceptRatesOpt, HwBackendOpt, HwKvQuantOpt, HwMemUtilOpt, HwModelOpt, HwSystemOpt,
+                                HwVersionOpt, HwWeightQuantOpt, LimitOpt, NextnOpt, TraceOpt, accept_rates, fail,
+                                float_list, fmt, hardware_section, load_run_config, validation_message)
 from dynosim.traces.mooncake import TraceError
 
 
@@ -44,7 +46,18 @@ def sweep(
     out: Path = typer.Option(Path("sweep-out"), "--out", "-o", help="results folder (re-running resumes it)"),
     budget: Optional[int] = typer.Option(None, help="GPUs per deployment (default 16)"),
     mode: Optional[str] = typer.Option(None, help="comma list: agg, disagg"),
-    tp: Optional[str] = typer.Option(None, help="comma list of GPUs per worker"),
+    model: HwModelOpt = None,
+    system: HwSystemOpt = None,
+    backend: HwBackendOpt = None,
+    backend_version: HwVersionOpt = None,
+    weight_quant: HwWeightQuantOpt = None,
+    kv_quant: HwKvQuantOpt = None,
+    gpu_memory_utilization: HwMemUtilOpt = None,
+    tp: Optional[str] = typer.Option(None, help="comma list of tensor-parallel degrees (GPUs per worker)"),
+    ep: Optional[str] = typer.Option(None, help="MoE: comma list of expert-parallel degrees"),
+    dp: Optional[str] = typer.Option(None, help="MoE: comma list of attention data-parallel degrees"),
+    nextn: NextnOpt = 0,
+    nextn_accept_rates: AcceptRatesOpt = None,
     router_mode: Optional[str] = typer.Option(None, "--router-mode", help="comma list of routing policies"),
     load: Optional[str] = typer.Option(None, help="comma list of arrival-rate factors (default 1,2,4,8)"),
     concurrency: Optional[str] = typer.Option(None, help="comma list of closed-loop concurrencies (sessions "
@@ -65,15 +78,25 @@ def sweep(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
-    from dynosim.sweeps.spec import SweepSpec, expand
+    from dynosim.sweeps.spec import SweepSpec, expand, skipped_layouts
     from dynosim.sweeps.sweep import sweep as sweep_api
 
     if executor not in ("local", "serial", "ray"):
         fail(f"--executor: unknown {executor!r}; choose local, serial or ray")
     fields = load_run_config(spec_file) if spec_file is not None else {}
+    hw = hardware_section(model, system, backend, backend_version, None, None, None, None, weight_quant, kv_quant,
+                          gpu_memory_utilization)
+    if hw is not None:
+        fields["hardware"] = {**(fields.get("hardware") or {}), **hw}
+    if nextn or nextn_accept_rates:
+        fields["engine"] = {**(fields.get("engine") or {}), "nextn": nextn,
+                            **({"nextn_accept_rates": accept_rates(nextn_accept_rates)} if nextn_accept_rates
+                               else {})}
     over = {"gpu_budget": budget, "repeats": repeats, "resample_fraction": resample_fraction,
             "modes": [m.strip() for m in mode.split(",") if m.strip()] if mode else None,
             "tp": [int(x) for x in float_list(tp, "--tp")] if tp else None,
+            "ep": [int(x) for x in float_list(ep, "--ep")] if ep else None,
+            "dp": [int(x) for x in float_list(dp, "--dp")] if dp else None,
             "router_modes": [m.strip() for m in router_mode.split(",") if m.strip()] if router_mode else None,
             "arrival_speedups": float_list(load, "--load"),
             "concurrency": [int(x) for x in float_list(concurrency, "--concurrency")] if concurrency else None}
@@ -87,6 +110,18 @@ def sweep(
         fail(str(exc))
     if not trace.exists():
         fail(f"trace not found: {trace}")
+    if spec.hardware is None and any(t > 1 for t in spec.tp) and not spec.tp_profiles:
+        err_console.print("[yellow]warning:[/] --tp without --model/--system divides pass times by tp_speedup "
+                          "(default 0.9 × TP, an invented figure); name a model and a system for measured prices")
+    for why in skipped_layouts(spec):
+        err_console.print(f"[yellow]left out[/] {why}")
+    if n == 0:
+        fail("no deployment of the grid can run (see above)")
+    if spec.hardware is not None:
+        from dynosim.hardware.spec import HardwareSpec
+
+        err_console.print(f"pricing every pass from the database: "
+                          f"{HardwareSpec(**{**spec.hardware, 'tp': 1}).label().replace(' TP1', '')}")
     err_console.print(f"sweep: {n} points ({spec.repeats} seed(s) each) on {trace} → {out}")
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console) as bar:

@@ -6,13 +6,13 @@ a pass that does both is priced as one mixed iteration. With attention data
 parallelism the batch is split evenly over the ranks and the iteration costs
 what its slowest rank costs (the database takes one entry per rank).
 
-Speed: a query costs about 0.01 ms, so passes that prefill are priced directly
-(and memoised). Decode-only passes, which fast-forwarded stretches take by the
-thousand, read a table per batch size over the per-request context on a
-geometric grid (ratio ``TABLE_RATIO``), built the first time that batch size
-occurs; ``benchmarks/aic_consistency.py`` checks the table against direct
-queries (target: within 0.5%). Stepping and fast-forwarding both use the
-table, so they agree exactly.
+Speed: a query costs about 0.015-0.05 ms, so passes that prefill are priced
+directly (and memoised). Decode-only passes, which fast-forwarded stretches take
+by the thousand, read a table per batch size over the per-request context,
+filled cell by cell where passes fall (see ``_cell_nodes``);
+``benchmarks/aic_consistency.py`` checks the table against direct queries
+(target: within 0.5%). Stepping and fast-forwarding both use the table, so
+they agree exactly.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from dynosim.hardware.catalog import HardwareError, quiet_aic_logs, resolve_mode
 from dynosim.hardware.model import AIC_KV_DTYPE, AIC_WEIGHT_DTYPE
 from dynosim.hardware.spec import HardwareSpec
 
-TABLE_RATIO = 1.08
-DECODE_FLOOR_MS = 0.0
+TABLE_RATIO = 1.05        # cells of the decode table: per-request context c in [1.05^j, 1.05^(j+1))
+TABLE_TOLERANCE = 0.001   # a cell is split while its midpoint is further than this from the chord
+_LOG_RATIO = float(np.log(TABLE_RATIO))
 
 
 def aic_config(hw: HardwareSpec, nextn: int = 0) -> dict:
@@ -47,7 +48,7 @@ def aic_config(hw: HardwareSpec, nextn: int = 0) -> dict:
 
 
 def _split(total: int, parts: int) -> list[int]:
-    base, extra = divmod(total, parts)
+    base, extra = divmod(int(total), parts)
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
@@ -103,10 +104,7 @@ class AicTiming:
         self.source = source
         self.model = perf_model if perf_model is not None else build_perf_model(hw, nextn)
         self._memo: dict[tuple[int, int, int, int], float] = {}
-        top = max(hw.shape.max_context, 1 << 17)
-        grid = np.unique(np.round(TABLE_RATIO ** np.arange(0, int(np.log(top) / np.log(TABLE_RATIO)) + 2)))
-        self._ctx_grid = grid.astype(np.int64)
-        self._tables: dict[int, np.ndarray] = {}
+        self._tables: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
         self.queries = 0
 
     # -- direct ----------------------------------------------------------------------------------------------
@@ -128,17 +126,41 @@ class AicTiming:
         return t
 
     # -- decode table ----------------------------------------------------------------------------------------
-    def _table(self, n: int) -> np.ndarray:
-        tab = self._tables.get(n)
-        if tab is None:
-            tab = np.array([self.direct_ms(0, 0, n, int(c) * n) for c in self._ctx_grid])
-            self._tables[n] = tab
-        return tab
+    # Per batch size n, nodes (summed KV → ms) over cells of a geometric grid in the per-request context, each
+    # cell priced the first time a pass falls in it. The database's decode price is piecewise linear with small
+    # steps (its own lookups); a cell whose midpoint strays from the chord is split until the step is pinned to
+    # one token of KV, so interpolating between nodes stays within TABLE_TOLERANCE of a direct query.
+    def _cell_nodes(self, n: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        cells = self._tables.setdefault(n, {})
+        nodes = cells.get(j)
+        if nodes is None:
+            lo = max(n, int(round(TABLE_RATIO ** j * n)))
+            hi = max(lo + 1, int(round(TABLE_RATIO ** (j + 1) * n)))
+            pts = {lo: self.direct_ms(0, 0, n, lo), hi: self.direct_ms(0, 0, n, hi)}
+            self._refine(n, lo, hi, pts)
+            xs = np.array(sorted(pts), dtype=float)
+            nodes = cells[j] = (xs, np.array([pts[int(x)] for x in xs]))
+        return nodes
+
+    def _refine(self, n: int, lo: int, hi: int, pts: dict[int, float]) -> None:
+        if hi - lo < 2:
+            return
+        mid = (lo + hi) // 2
+        ym = pts[mid] = self.direct_ms(0, 0, n, mid)
+        chord = pts[lo] + (pts[hi] - pts[lo]) * (mid - lo) / (hi - lo)
+        if abs(chord - ym) > TABLE_TOLERANCE * ym:
+            self._refine(n, lo, mid, pts)
+            self._refine(n, mid, hi, pts)
+
+    def _cell_of(self, n: int, kv: np.ndarray) -> np.ndarray:
+        return np.floor(np.log(np.maximum(kv / n, 1.0)) / _LOG_RATIO).astype(np.int64)
 
     def decode_only_ms(self, n: int, kv: int) -> float:
         if n <= 0:
             return 0.0
-        return float(np.interp(kv / n, self._ctx_grid, self._table(n)))
+        j = int(self._cell_of(n, np.array([float(kv)]))[0])
+        xs, ys = self._cell_nodes(n, j)
+        return float(np.interp(kv, xs, ys))
 
     # -- the scheduler's and the planner's interface -------------------------------------------------------
     def prefill_ms(self, batch_size: int, mean_isl: int, mean_prefix: int) -> float:
@@ -150,10 +172,17 @@ class AicTiming:
         return self.decode_only_ms(n, int(active_kv_tokens))
 
     def decode_ms_vec(self, active_kv_tokens: np.ndarray, mean_ctx: np.ndarray, total_kv_tokens: int) -> np.ndarray:
-        if len(active_kv_tokens) == 0:
+        kv = np.asarray(active_kv_tokens, float)
+        if len(kv) == 0:
             return np.zeros(0)
-        n = max(1, int(round(float(active_kv_tokens[0]) / float(mean_ctx[0]))))
-        return np.interp(np.asarray(active_kv_tokens, float) / n, self._ctx_grid, self._table(n))
+        n = max(1, int(round(float(kv[0]) / float(mean_ctx[0]))))
+        cells = self._cell_of(n, kv)
+        out = np.empty(len(kv))
+        for j in np.unique(cells):
+            sel = cells == j
+            xs, ys = self._cell_nodes(n, int(j))
+            out[sel] = np.interp(kv[sel], xs, ys)
+        return out
 
 
 @lru_cache(maxsize=32)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,11 +30,19 @@ class SweepSpec(BaseModel):
 
     gpu_budget: int = Field(16, gt=0, description="GPUs every deployment uses (all of them: workers × TP)")
     modes: list[Literal["agg", "disagg"]] = Field(["agg", "disagg"], min_length=1)
-    tp: list[int] = Field([1], min_length=1, description="GPUs per worker; a TP's speed comes from tp_speedup "
-                                                          "or tp_profiles")
-    tp_speedup: dict[int, float] = Field(default_factory=dict, description="pass-time divisor per TP "
-                                         "(e.g. {2: 1.8}); default: 1 for TP1, else 0.9 × TP")
-    tp_profiles: dict[int, str] = Field(default_factory=dict, description="timing profile per TP (interpolated)")
+    hardware: dict[str, Any] | None = Field(None, description="the model, system, engine and quantization every "
+                                            "point runs (HardwareSpec fields but tp, ep, dp: those are axes); "
+                                            "each TP gets its own timing and memory")
+    tp: list[int] = Field([1], min_length=1, description="tensor parallel GPUs per worker")
+    ep: list[int] = Field([1], min_length=1, description="MoE: expert parallel ranks (with hardware)")
+    dp: list[int] = Field([1], min_length=1, description="MoE: attention data-parallel ranks (with hardware)")
+    prefill_engine: dict[str, Any] = Field(default_factory=dict, description="disagg: engine fields of the prefill "
+                                           "pool that differ, e.g. {hardware: {system: h200_sxm, tp: 2}}")
+    decode_engine: dict[str, Any] = Field(default_factory=dict, description="disagg: the same for the decode pool")
+    tp_speedup: dict[int, float] = Field(default_factory=dict, description="without hardware only: pass-time "
+                                         "divisor per TP (e.g. {2: 1.8}); default 0.9 × TP, an invented figure")
+    tp_profiles: dict[int, str] = Field(default_factory=dict, description="without hardware only: timing profile "
+                                        "per TP (interpolated)")
     prefill_fractions: list[float] = Field([0.25, 0.5], min_length=1,
                                            description="disagg: share of the workers in the prefill pool")
     router_modes: list[str] = Field(["kv", "round-robin"], min_length=1)
@@ -54,9 +63,30 @@ class SweepSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "SweepSpec":
-        for tp in self.tp:
-            if tp <= 0 or self.gpu_budget % tp:
-                raise ValueError(f"tp={tp}: the GPU budget {self.gpu_budget} is not a positive multiple of it")
+        for name, vals in (("tp", self.tp), ("ep", self.ep), ("dp", self.dp)):
+            if any(v <= 0 for v in vals):
+                raise ValueError(f"{name} values must be > 0")
+        if self.hardware is None:
+            for tp in self.tp:
+                if self.gpu_budget % tp:
+                    raise ValueError(f"tp={tp}: the GPU budget {self.gpu_budget} is not a multiple of it")
+            if self.ep != [1] or self.dp != [1]:
+                raise ValueError("ep and dp split a named MoE model: give hardware (--model and --system)")
+            if self.prefill_engine.get("hardware") or self.decode_engine.get("hardware"):
+                raise ValueError("prefill_engine/decode_engine name hardware: give the sweep's hardware too")
+        else:
+            for k in ("tp", "ep", "dp"):
+                if k in self.hardware:
+                    raise ValueError(f"hardware.{k}: {k} is a sweep axis; give it as the list {k}: [...]")
+            if self.tp_speedup or self.tp_profiles:
+                raise ValueError("tp_speedup and tp_profiles apply without hardware only: with a named model and "
+                                 "system every TP is priced from its own timing and memory")
+            from dynosim.hardware.spec import HardwareSpec
+
+            HardwareSpec(**{**self.hardware, "tp": 1, "ep": 1, "dp": 1})  # names checked before any point runs
+        for k in (*self.prefill_engine, *self.decode_engine):
+            if k not in MockerArgs.model_fields:
+                raise ValueError(f"prefill_engine/decode_engine: unknown field {k!r}")
         for f in self.prefill_fractions:
             if not 0 < f < 1:
                 raise ValueError(f"prefill_fractions: {f} is not strictly between 0 and 1")
@@ -98,24 +128,87 @@ def _grid(d: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, vals)) for vals in itertools.product(*(d[k] for k in keys))]
 
 
+def _merge_engine(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = {**base, **over}
+    if isinstance(over.get("hardware"), dict) and isinstance(base.get("hardware"), dict):
+        out["hardware"] = {**base["hardware"], **over["hardware"]}
+    return out
+
+
+def _gpus(engine: dict[str, Any]) -> int:
+    """GPUs of one worker with these engine fields (TP × PP × DP with hardware, else gpus_per_worker)."""
+    hw = engine.get("hardware")
+    if hw:
+        return int(hw.get("tp", 1)) * int(hw.get("pp", 1)) * int(hw.get("dp", 1))
+    return int(engine.get("gpus_per_worker", 1))
+
+
+def _layouts(spec: SweepSpec) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[str]]:
+    """(engine fields, parallelism labels) per TP × EP × DP, and why the combinations left out are left out."""
+    from dynosim.engines.mocker.config import MockerArgs as _Args
+
+    out, skipped = [], []
+    for tp, ep, dp in itertools.product(spec.tp, spec.ep, spec.dp):
+        par = {"tp": tp, "ep": ep, "dp": dp}
+        if spec.hardware is None:
+            engine: dict[str, Any] = {"gpus_per_worker": tp, "speedup_ratio": spec.speedup_of(tp)}
+            if tp in spec.tp_profiles:
+                engine.update(timing="interpolated", timing_profile=spec.tp_profiles[tp])
+            out.append((engine, par))
+            continue
+        engine = {"hardware": {**spec.hardware, **par}}
+        tag = f"TP{tp}" + (f" DP{dp}" if dp > 1 else "") + (f" EP{ep}" if ep > 1 else "")
+        try:  # the worker must exist and fit (memory, divisibility) in every pool it serves
+            for over in ({}, *([spec.prefill_engine, spec.decode_engine] if "disagg" in spec.modes else [])):
+                _Args(**_merge_engine({**spec.engine, **engine}, over))
+        except ValueError as exc:
+            found = re.search(r"Value error, (.*?) \[type=", str(exc), re.S)
+            msg = found.group(1) if found else str(exc)
+            skipped.append(f"{tag}: {msg}")
+            continue
+        if spec.gpu_budget % _gpus(engine):
+            skipped.append(f"{tag}: the budget of {spec.gpu_budget} GPUs is not a multiple of {_gpus(engine)} GPUs "
+                           "per worker")
+            continue
+        out.append((engine, par))
+    return out, skipped
+
+
+def skipped_layouts(spec: SweepSpec) -> list[str]:
+    """Parallelism combinations of the grid that cannot run (do not fit, do not divide), with the reason."""
+    return _layouts(spec)[1]
+
+
 def _deployments(spec: SweepSpec) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(RunConfig fields, labels) per pool layout."""
     out = []
-    for tp in spec.tp:
-        n = spec.gpu_budget // tp
-        speed = spec.speedup_of(tp)
-        engine = {"gpus_per_worker": tp, "speedup_ratio": speed}
-        if tp in spec.tp_profiles:
-            engine.update(timing="interpolated", timing_profile=spec.tp_profiles[tp])
+    layouts, _ = _layouts(spec)
+    for engine, par in layouts:
+        g = _gpus(engine)
+        n = spec.gpu_budget // g
         if "agg" in spec.modes:
             out.append(({"workers": n, "engine": engine},
-                        {"mode": "agg", "tp": tp, "workers": n, "prefill": 0, "decode": 0}))
-        if "disagg" in spec.modes and n >= 2:
-            splits = sorted({min(n - 1, max(1, round(f * n))) for f in spec.prefill_fractions})
-            for p in splits:
-                d = DisaggConfig(prefill_workers=p, decode_workers=n - p, transfer=spec.transfer)
-                out.append(({"disagg": d.model_dump(), "engine": engine},
-                            {"mode": "disagg", "tp": tp, "workers": n, "prefill": p, "decode": n - p}))
+                        {"mode": "agg", **par, "workers": n, "prefill": 0, "decode": 0}))
+        if "disagg" not in spec.modes:
+            continue
+        pre, dec = _merge_engine(engine, spec.prefill_engine), _merge_engine(engine, spec.decode_engine)
+        g_pre, g_dec = _gpus(pre), _gpus(dec)
+        if g_pre == g_dec == g:
+            splits = sorted({(p, n - p) for p in (min(n - 1, max(1, round(f * n))) for f in spec.prefill_fractions)
+                             if n >= 2})
+        else:  # pools of different widths: the prefill share of the budget, the rest to decode
+            splits = set()
+            for f in spec.prefill_fractions:
+                p = max(1, round(f * spec.gpu_budget / g_pre))
+                d = (spec.gpu_budget - p * g_pre) // g_dec
+                if d >= 1:
+                    splits.add((p, d))
+            splits = sorted(splits)
+        for p, d_n in splits:
+            d = DisaggConfig(prefill_workers=p, decode_workers=d_n, transfer=spec.transfer,
+                             prefill_engine=spec.prefill_engine, decode_engine=spec.decode_engine)
+            out.append(({"disagg": d.model_dump(), "engine": engine},
+                        {"mode": "disagg", **par, "workers": p + d_n, "prefill": p, "decode": d_n}))
     return out
 
 
@@ -145,8 +238,10 @@ def expand(spec: SweepSpec) -> list[SweepPoint]:
 
 def _name(lb: dict[str, Any]) -> str:
     """A short human name of a deployment (without load and seed)."""
-    dep = f"{lb['workers']}xTP{lb['tp']}" if lb["mode"] == "agg" else f"{lb['prefill']}P{lb['decode']}D-TP{lb['tp']}"
+    par = f"TP{lb['tp']}" + (f"DP{lb['dp']}" if lb.get("dp", 1) > 1 else "") \
+        + (f"EP{lb['ep']}" if lb.get("ep", 1) > 1 else "")
+    dep = f"{lb['workers']}x{par}" if lb["mode"] == "agg" else f"{lb['prefill']}P{lb['decode']}D-{par}"
     extra = "".join(f" {k}={v}" for k, v in lb.items()
-                    if k not in ("mode", "tp", "workers", "prefill", "decode", "router", "load", "load_kind", "seed",
-                                 "config"))
+                    if k not in ("mode", "tp", "ep", "dp", "workers", "prefill", "decode", "router", "load",
+                                 "load_kind", "seed", "config"))
     return f"{lb['mode']} {dep} {lb['router']}{extra}"
