@@ -59,11 +59,11 @@ class CheckedScheduler(VllmScheduler):
 
     instances: list["CheckedScheduler"] = []
 
-    def __init__(self, args, timing=None, sink=None):
+    def __init__(self, args, timing=None, sink=None, **kw):
         self.resident: set[int] = set()
         self.events = Counter()
         self._downstream = sink  # e.g. the router's indexer: keep feeding it
-        super().__init__(args, timing, sink=self._on_event)
+        super().__init__(args, timing, sink=self._on_event, **kw)
         self.kv = ResidencyTrackingKv(args.num_gpu_blocks, args.block_size,
                                       self.kv.sink, self.resident)
         CheckedScheduler.instances.append(self)

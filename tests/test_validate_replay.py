@@ -714,7 +714,7 @@ def test_disaggregated_validate_predicts_with_prefill_and_decode_pools(tmp_path)
     assert prediction_config(cfg, ValidateOptions(out=tmp_path)) is cfg                  # aggregated: as is
     pc = prediction_config(cfg, ValidateOptions(out=tmp_path, model=str(model), decode_workers=3))
     assert (pc.disagg.prefill_workers, pc.disagg.decode_workers) == (2, 3) and pc.num_gpus == 5
-    assert pc.disagg.transfer.shape == shape and pc.disagg.transfer.link == "tcp"
+    assert pc.disagg.transfer.model == shape and pc.disagg.transfer.link == "tcp"
     given = cfg.model_copy(update={"disagg": DisaggConfig(transfer=TransferConfig(link="nvlink"))})
     pc = prediction_config(given, ValidateOptions(out=tmp_path, model=str(model), decode_workers=1))
     assert pc.disagg.transfer.link == "nvlink" and (pc.disagg.prefill_workers, pc.disagg.decode_workers) == (2, 1)
