@@ -11,9 +11,10 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from dynosim.cli.app import app, console, err_console
-from dynosim.cli.common import (ArrivalSpeedupOpt, BasePortOpt, DeviceOpt, EngineArgOpt, EnginePythonOpt, LaunchEngine,
+from dynosim.cli.common import (HwBackendOpt, HwKvQuantOpt, HwMemUtilOpt, HwSystemOpt, HwVersionOpt, HwWeightQuantOpt,
+                                NextnOpt, hardware_section, ArrivalSpeedupOpt, BasePortOpt, DeviceOpt, EngineArgOpt, EnginePythonOpt, LaunchEngine,
                                 LimitOpt, MaxBatchedTokensOpt, MaxModelLenOpt, MaxNumSeqsOpt, ModelOpt, RouterModeOpt,
-                                SeedOpt, ServedModelNameOpt, StartupTimeoutOpt, TimingOpt, TimingProfileOpt,
+                                SeedOpt, ServedModelNameOpt, StartupTimeoutOpt, TimingName, TimingProfileOpt,
                                 TraceBlockSizeOpt, TraceOpt, VocabSizeOpt, WorkersOpt, fail, fmt, int_list,
                                 load_run_config, merge, validation_message)
 from dynosim.config import RouterParams, RunConfig
@@ -46,7 +47,15 @@ def validate(
                                                  "(default: the timing profile's, else 16384)"),
     max_num_seqs: MaxNumSeqsOpt = 256,
     max_num_batched_tokens: MaxBatchedTokensOpt = 2048,
-    timing: TimingOpt = "interpolated",
+    timing: Optional[TimingName] = typer.Option(None, help="timing model of the prediction (default: aic with "
+                                                "--system, else interpolated)"),
+    system: HwSystemOpt = None,
+    backend: HwBackendOpt = None,
+    backend_version: HwVersionOpt = None,
+    weight_quant: HwWeightQuantOpt = None,
+    kv_quant: HwKvQuantOpt = None,
+    gpu_memory_utilization: HwMemUtilOpt = None,
+    nextn: NextnOpt = 0,
     timing_profile: TimingProfileOpt = None,
     admit_interval_ms: Optional[float] = typer.Option(None, help="simulated engine: requests admitted this far "
                                                       "apart (default: the timing profile's, else 0)"),
@@ -98,14 +107,23 @@ def validate(
         prof = profile_engine_args(timing_profile) if timing_profile else {}
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    hw = None
+    if system is not None:  # the prediction prices the launched model (--model: database id or directory) on it
+        hw = hardware_section(model or None, system, backend, backend_version, gpus_per_worker, None, None, None,
+                              weight_quant, kv_quant, gpu_memory_utilization)
+    else:
+        hardware_section(None, None, backend, backend_version, None, None, None, None, weight_quant, kv_quant,
+                         gpu_memory_utilization)
+    timing_name = timing.value if timing is not None else ("aic" if hw is not None else "interpolated")
+    blocks = num_gpu_blocks or prof.get("num_gpu_blocks") or (None if hw is not None else 16384)
     try:
         fields = dict(workers=workers, router_mode=router_mode.value, seed=seed, trace_block_size=trace_block_size,
                       arrival_speedup=arrival_speedup,
                       router=RouterParams(kv_events=router_kv_events),
                       engine=MockerArgs(block_size=block_size or prof.get("block_size", 32),
-                                        num_gpu_blocks=num_gpu_blocks or prof.get("num_gpu_blocks", 16384),
+                                        num_gpu_blocks=blocks, hardware=hw, nextn=nextn,
                                         max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                                        timing=timing.value, timing_profile=timing_profile,
+                                        timing=timing_name, timing_profile=timing_profile,
                                         admit_interval_ms=admit_interval_ms if admit_interval_ms is not None
                                         else prof.get("admit_interval_ms", 0.0),
                                         client_latency_ms=client_latency_ms if client_latency_ms is not None
@@ -115,6 +133,8 @@ def validate(
         cfg = RunConfig(**fields)
     except ValidationError as exc:
         fail(validation_message(exc))
+    except ValueError as exc:
+        fail(str(exc))
     if not trace.exists():
         fail(f"trace not found: {trace}")
     try:
