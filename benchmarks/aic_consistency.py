@@ -277,10 +277,12 @@ def _hw(model: str, system: str, row: dict, pre: str = "") -> dict:
                 dp=int(row[pre + "dp"]), ep=int(row[pre + "moe_ep"]))
 
 
-def _engine(hw: dict, bs: int, args, prefill: bool = True) -> dict:
+def _engine(hw: dict, bs: int, args) -> dict:
+    """Batch cap ``bs``; without chunking a pass fits DP whole prompts plus the decodes (a decode worker of a
+    disaggregated pool also admits a handed-off prompt through its token budget, priced free)."""
     if args.chunked_prefill:
         return dict(hardware=hw, max_num_seqs=bs, enable_prefix_caching=False, max_num_batched_tokens=max(8192, bs))
-    budget = max(8192, (hw["dp"] * args.isl if prefill else 0) + bs)
+    budget = max(8192, hw["dp"] * args.isl + bs)
     return dict(hardware=hw, max_num_seqs=bs, enable_prefix_caching=False, enable_chunked_prefill=False,
                 max_num_batched_tokens=budget)
 
@@ -308,7 +310,7 @@ def plan(mode: str, row: dict, model: str, system: str, args) -> dict:
         cfg = dict(engine=_engine(phw, pbs, args), concurrency=conc, router_mode="least-loaded",
                    disagg=dict(prefill_workers=pw * replicas, decode_workers=dw * replicas,
                                prefill_engine=_engine(phw, pbs, args),
-                               decode_engine=_engine(dhw, dbs, args, prefill=False)))
+                               decode_engine=_engine(dhw, dbs, args)))
         desc = (f"{replicas} × ({pw}P {row['(p)parallel']} bs {pbs} + {dw}D {row['(d)parallel']} bs "
                 f"{int(row['(d)bs'])}" + (f" (global {dbs})" if dbs != int(row["(d)bs"]) else "") + ")")
         dec_hw, dec_workers, dec_bs = dhw, dw * replicas, dbs
@@ -321,6 +323,8 @@ def observe(res, p: dict, args) -> dict:
     s = res.summary
     df = res.requests
     done = df[df["status"] == "done"]
+    if done.empty:
+        raise ValueError(f"no request completed: {df['status'].iloc[0]}")
     start = float(df["arrival_ms"].min())
     end = float(done["last_token_ms"].max())
     span = end - start
@@ -416,9 +420,34 @@ def explain(mode: str, row: dict, dyn: dict, obs: dict, ai: dict, miss_tps: bool
     return out
 
 
+def _guard_closed_loop() -> None:
+    """Work around a closed-loop bug in ``dynosim/sim/frontend.py`` (not this file's to fix): when several
+    sessions end at the same instant near the end of the trace, each schedules ``_open_next_session`` while
+    sessions remain, and the surplus ones index past the list (IndexError). Guarded here: an open with
+    nothing left to open does nothing, which is what the closed loop means."""
+    from dynosim.sim.frontend import Frontend
+
+    if getattr(Frontend._open_next_session, "_guarded", False):
+        return
+    orig = Frontend._open_next_session
+
+    def guarded(self):
+        if self._next_session < len(self._sessions):
+            orig(self)
+        else:
+            guarded.skipped += 1
+
+    guarded._guarded = True
+    guarded.skipped = 0
+    Frontend._open_next_session = guarded
+
+
 def part2(args) -> bool:
     import dynosim
     from dynosim.config import RunConfig
+    from dynosim.sim.frontend import Frontend
+
+    _guard_closed_loop()
 
     print(f"\n== Part 2: steady state vs AIConfigurator {AIC_VERSION} (ISL {args.isl}, OSL {args.osl}, "
           f"{args.total_gpus} GPUs, SLA TTFT {args.ttft:g} ms, TPOT {args.tpot:g} ms; target tokens/s/GPU and TPOT "
@@ -447,6 +476,7 @@ def part2(args) -> bool:
                     t0 = time.perf_counter()
                     res = dynosim.run(trace, config=cfg)
                     wall = time.perf_counter() - t0
+                    obs = observe(res, p, args)
                 except (HardwareError, ValueError) as exc:
                     msg = str(exc).splitlines()[0][:400]
                     print(f"{label}: {p['desc']}, concurrency {p['conc']}: dynosim cannot run it: {msg} -> MISS")
@@ -455,7 +485,6 @@ def part2(args) -> bool:
                 s = res.summary
                 dyn = dict(tps=s["throughput"]["output_tokens_per_s_per_gpu"], user=s["tps_user"]["mean"],
                            ttft=s["ttft_ms"]["mean"], tpot=s["itl_ms"]["mean"])
-                obs = observe(res, p, args)
                 ai = aic_internals(mode, row, p, args)
                 aic = dict(tps=float(row["tokens/s/gpu"]), user=float(row["tokens/s/user"]), ttft=float(row["ttft"]),
                            tpot=float(row["tpot"]))
@@ -490,6 +519,10 @@ def part2(args) -> bool:
                     print(f"   reason: {r}")
                 ok_all &= ok_tps and ok_tpot
                 break  # the best configuration dynosim can run
+    skipped = Frontend._open_next_session.skipped
+    if skipped:
+        print(f"\nnote: {skipped} surplus closed-loop session opens skipped (frontend bug worked around here: "
+              "dynosim/sim/frontend.py _next_turn schedules one open per ending session without reserving it)")
     print(f"\npart 2: {verdict(ok_all)} (every chosen configuration within {STEADY_TARGET:.0%} on tokens/s/GPU and "
           "TPOT)")
     return ok_all

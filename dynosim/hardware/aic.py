@@ -38,10 +38,11 @@ def aic_config(hw: HardwareSpec, nextn: int = 0) -> dict:
            "backend_version": hw.version(), "tp_size": hw.tp, "pp_size": hw.pp}
     if hw.shape.is_moe:
         cfg.update(moe_ep_size=hw.ep, moe_tp_size=hw.moe_tp, attention_dp_size=hw.dp)
-    if hw.weight_quant is not None:
-        cfg["weight_dtype"] = AIC_WEIGHT_DTYPE[hw.weight_quant]
-    if hw.kv_quant is not None:
-        cfg["kv_cache_dtype"] = AIC_KV_DTYPE.get(hw.kv_quant)
+    # always the dtypes the memory model sizes, so price and capacity describe the same engine
+    w = hw.weights_dtype
+    cfg["weight_dtype"] = "fp8_block" if w == "fp8" and hw.weight_quant is None and hw.shape.block_fp8 \
+        else AIC_WEIGHT_DTYPE[w]
+    cfg["kv_cache_dtype"] = AIC_KV_DTYPE.get(hw.kv_dtype)
     if nextn:
         cfg["nextn"] = int(nextn)
     return cfg

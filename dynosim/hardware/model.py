@@ -49,6 +49,7 @@ class ModelShape:
     v_head_dim: int = 0
     native_weight_dtype: str = "bf16"
     native_kv_dtype: str = "bf16"
+    block_fp8: bool = False          # the checkpoint's fp8 weights are block-scaled (DeepSeek, Qwen3 FP8)
     max_context: int = 0
 
     @property
@@ -128,6 +129,8 @@ def _get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
 
 
 def _native_dtypes(cfg: dict[str, Any], quant: dict[str, Any] | None) -> tuple[str, str]:
+    """The checkpoint's weight and KV dtypes; KV follows the engine default (the model dtype) unless the
+    checkpoint's quantization names an fp8 KV cache."""
     w, kv = "bf16", "bf16"
     if str(cfg.get("torch_dtype", "bfloat16")) in ("float16", "fp16"):
         w = kv = "fp16"
@@ -170,6 +173,7 @@ def model_shape(src: ModelSource) -> ModelShape:
         elif cfg.get("shared_expert_intermediate_size"):
             shared = int(cfg["shared_expert_intermediate_size"])
     w, kv = _native_dtypes(cfg, src.quant)
+    block = w == "fp8" and bool((cfg.get("quantization_config") or {}).get("weight_block_size"))
     return ModelShape(
         name=src.name, architecture=arch, layers=int(cfg["num_hidden_layers"]), hidden=hidden, heads=heads,
         kv_heads=int(_get(cfg, "num_key_value_heads", default=heads)), head_dim=head_dim, intermediate=inter,
@@ -179,5 +183,5 @@ def model_shape(src: ModelSource) -> ModelShape:
         dense_layers=int(cfg.get("first_k_dense_replace", 0) or 0) if num_experts else 0,
         kv_lora_rank=int(cfg.get("kv_lora_rank") or 0), q_lora_rank=int(cfg.get("q_lora_rank") or 0),
         qk_rope_head_dim=int(cfg.get("qk_rope_head_dim") or 0), qk_nope_head_dim=int(cfg.get("qk_nope_head_dim") or 0),
-        v_head_dim=int(cfg.get("v_head_dim") or 0), native_weight_dtype=w, native_kv_dtype=kv,
+        v_head_dim=int(cfg.get("v_head_dim") or 0), native_weight_dtype=w, native_kv_dtype=kv, block_fp8=block,
         max_context=int(_get(cfg, "max_position_embeddings", default=0) or 0))

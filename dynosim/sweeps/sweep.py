@@ -39,6 +39,7 @@ def sweep(trace: str | Path, spec: SweepSpec, out: str | Path, *, executor: str 
     (store.dir / "spec.yaml").write_text(yaml.safe_dump(json.loads(spec.model_dump_json()), sort_keys=False))
     points = expand(spec)
     todo = [p for p in points if p.id not in store]
+    check_timings(todo)
     done = len(points) - len(todo)
     progress(done, len(points))
 
@@ -60,6 +61,21 @@ def sweep(trace: str | Path, spec: SweepSpec, out: str | Path, *, executor: str 
     plot_pareto(agg[agg["meets_slo"]], front, store.dir / "pareto.png",
                 title=f"{Path(trace).name}: {spec.gpu_budget} GPUs, {len(agg)} points")
     return SweepResult(results, agg, front, store.dir, len(todo))
+
+
+def check_timings(points) -> None:
+    """Build each distinct timing model of the points once, so a combination the database cannot price is one
+    clear error before any point runs (not one per point, after the work)."""
+    from dynosim.engines.mocker.timing import timing_for
+
+    seen: set[str] = set()
+    for p in points:
+        for args in p.config.pool_engines().values():
+            key = json.dumps([args.timing, args.timing_profile, args.nextn, args.timing_params,
+                              args.hardware.model_dump(mode="json") if args.hardware else None], sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                timing_for(args)
 
 
 def ttft_front(points: pd.DataFrame) -> pd.DataFrame:
