@@ -346,7 +346,7 @@ def observe(res, p: dict, args) -> dict:
                 span_s=span / 1000.0)
 
 
-def aic_internals(mode: str, row: dict, p: dict, args) -> dict:
+def aic_internals(mode: str, row: dict, p: dict, obs: dict, args) -> dict:
     """AIC's figures before its caps, and the database's price of AIC's own steps (dynosim's pass_ms)."""
     isl, osl = args.isl, args.osl
     hw = HardwareSpec(**p["dec_hw"])
@@ -354,7 +354,8 @@ def aic_internals(mode: str, row: dict, p: dict, args) -> dict:
     gb, dp = p["dec_bs"], hw.dp
     ctx = isl + osl // 2
     dec = tm.pass_ms(0, 0, gb, gb * ctx)
-    out = dict(dec_ms=dec)
+    nb = max(1, round(obs["dec_batch"]))
+    out = dict(dec_ms=dec, obs_dec_ms=tm.pass_ms(0, 0, nb, nb * ctx))
     if mode == "agg":
         b = int(row["bs"])
         mix = tm.pass_ms(dp, dp * isl, gb - dp, (gb - dp) * ctx)
@@ -369,29 +370,29 @@ def aic_internals(mode: str, row: dict, p: dict, args) -> dict:
         out.update(pcap=pcap, dcap=dcap, uncapped=min(pcap, dcap))
         phw = HardwareSpec(**_hw(hw.model, hw.system, row, "(p)"))
         out["prefill_ms"] = aic_timing(phw).pass_ms(1, isl, 0, 0)
+        out["aic_prefill_ms"] = 1000.0 / float(row["(p)seq/s/worker"]) * int(row["(p)global_bs"])
     return out
 
 
-def explain(mode: str, row: dict, dyn: dict, obs: dict, ai: dict, miss_tps: bool, miss_tpot: bool, args) -> list[str]:
-    """One-line reasons, each drawn from a printed figure; only the ones the figures support."""
+def explain(mode: str, row: dict, dyn: dict, obs: dict, ai: dict, miss_tps: bool, miss_tpot: bool) -> list[str]:
+    """One-line reasons, each drawn from a printed figure and pointing the way the gap points."""
     out = []
     aic_tps, aic_tpot = float(row["tokens/s/gpu"]), float(row["tpot"])
     bs = int(row["global_bs"] if mode == "agg" else row["(d)global_bs"])
     if miss_tps:
         gap_unc = rel(dyn["tps"], ai["uncapped"])
-        if mode == "agg" and ai["uncapped"] > aic_tps * 1.005 and abs(gap_unc) <= STEADY_TARGET:
+        if dyn["tps"] > aic_tps and mode == "agg" and ai["uncapped"] > aic_tps * 1.005:
             out.append(f"tokens/s/GPU: AIC caps its agg throughput at Little's law with its heuristic TTFT "
                        f"({aic_tps:.1f} from {ai['uncapped']:.1f} uncapped); dynosim is {100 * gap_unc:+.1f}% "
                        "from the uncapped figure")
-        if mode == "disagg" and abs(gap_unc) <= STEADY_TARGET:
-            out.append(f"tokens/s/GPU: AIC multiplies its pool capacities by rate-matching factors (0.9 prefill, "
-                       f"0.92 decode): {aic_tps:.1f} from {ai['uncapped']:.1f}; dynosim is {100 * gap_unc:+.1f}% "
-                       "from the undegraded figure")
-        if obs["dec_batch"] < 0.9 * bs:
+        if dyn["tps"] > aic_tps and mode == "disagg":
+            out.append(f"tokens/s/GPU: AIC derates its pools by rate matching ({aic_tps:.1f} from "
+                       f"min(prefill, decode) = {ai['uncapped']:.1f}, ×{aic_tps / ai['uncapped']:.3f}; dynosim "
+                       f"prices raw passes); dynosim is {100 * gap_unc:+.1f}% from the un-derated figure")
+        if dyn["tps"] < aic_tps and obs["dec_batch"] < 0.9 * bs:
             out.append(f"tokens/s/GPU: dynosim's decode batch averaged {obs['dec_batch']:.1f} of AIC's {bs} per "
-                       f"worker: sessions spend {obs['waiting']:.1f} per worker waiting for a first token "
-                       "(queueing for prefill in the closed loop)")
-        if math.isfinite(obs["steady"]) and abs(rel(dyn["tps"], obs["steady"])) > 0.05:
+                       f"worker while {obs['waiting']:.1f} sessions per worker awaited a first token (queueing)")
+        if dyn["tps"] < aic_tps and math.isfinite(obs["steady"]) and obs["steady"] > dyn["tps"] * 1.05:
             out.append(f"tokens/s/GPU: ramp and drain of the closed loop: steady window {obs['steady']:.1f} vs whole "
                        f"run {dyn['tps']:.1f}")
         if obs["preemptions"]:
@@ -407,14 +408,14 @@ def explain(mode: str, row: dict, dyn: dict, obs: dict, ai: dict, miss_tps: bool
                 out.append(f"TPOT: AIC's own step formula on dynosim's prices gives {ai['tpot_formula']:.2f} ms vs "
                            f"its {aic_tpot:.2f} ms ({100 * fgap:+.1f}%): database prices differ")
         else:
-            dgap = rel(ai["dec_ms"], aic_tpot)
-            if abs(dgap) <= 0.02:
-                out.append(f"TPOT: a decode-only pass at AIC's batch {bs} and context ISL+OSL/2 costs "
-                           f"{ai['dec_ms']:.2f} ms ≈ AIC's {aic_tpot:.2f} ms; dynosim's decode batch is dynamic, "
-                           f"averaging {obs['dec_batch']:.1f} (AIC: a static batch of {bs})")
-            else:
-                out.append(f"TPOT: a decode-only pass at AIC's batch {bs} and context ISL+OSL/2 costs "
-                           f"{ai['dec_ms']:.2f} ms vs AIC's {aic_tpot:.2f} ms ({100 * dgap:+.1f}%)")
+            out.append(f"TPOT: AIC's TPOT is the database's decode pass at its batch {bs} × "
+                       f"{aic_tpot / ai['dec_ms']:.3f} ({ai['dec_ms']:.2f} → {aic_tpot:.2f} ms: its decode latency "
+                       "correction; dynosim prices raw passes)")
+            if obs["dec_batch"] < 0.95 * bs:
+                out.append(f"TPOT: dynosim's decode batch is dynamic and averaged {obs['dec_batch']:.1f} of {bs} "
+                           f"(the closed loop's sessions include {obs['waiting']:.1f} per decode worker awaiting a "
+                           f"first token; AIC's disagg concurrency is the decode batch alone): the decode pass at "
+                           f"that batch costs {ai['obs_dec_ms']:.2f} ms vs dynosim's ITL {dyn['tpot']:.2f} ms")
     if (miss_tps or miss_tpot) and not out:
         out.append("no printed figure accounts for the gap")
     return out
@@ -485,7 +486,7 @@ def part2(args) -> bool:
                 s = res.summary
                 dyn = dict(tps=s["throughput"]["output_tokens_per_s_per_gpu"], user=s["tps_user"]["mean"],
                            ttft=s["ttft_ms"]["mean"], tpot=s["itl_ms"]["mean"])
-                ai = aic_internals(mode, row, p, args)
+                ai = aic_internals(mode, row, p, obs, args)
                 aic = dict(tps=float(row["tokens/s/gpu"]), user=float(row["tokens/s/user"]), ttft=float(row["ttft"]),
                            tpot=float(row["tpot"]))
                 print(f"{label}: {p['desc']}, concurrency {p['conc']} ({int(row['concurrency'])} per replica × "
@@ -504,8 +505,10 @@ def part2(args) -> bool:
                              f"TPOT formula on these prices = {ai['tpot_formula']:.2f} ms; AIC uncapped "
                              f"{ai['uncapped']:.1f} tok/s/GPU")
                 else:
-                    line += (f"prefill pass = {ai['prefill_ms']:.1f} ms; AIC pool capacities before rate matching: "
-                             f"prefill {ai['pcap']:.1f}, decode {ai['dcap']:.1f} tok/s/GPU")
+                    line += (f"AIC TPOT / that = {float(row['tpot']) / ai['dec_ms']:.3f}; prefill pass = "
+                             f"{ai['prefill_ms']:.1f} ms, AIC's per prompt {ai['aic_prefill_ms']:.1f} ms "
+                             f"(×{ai['aic_prefill_ms'] / ai['prefill_ms']:.3f}); AIC capacities before rate "
+                             f"matching: prefill {ai['pcap']:.1f}, decode {ai['dcap']:.1f} tok/s/GPU")
                 print(line)
                 print(f"   dynosim observed: mean decode batch {obs['dec_batch']:.1f}/worker (cap {p['dec_bs']}), "
                       f"mean sessions awaiting a first token {obs['waiting']:.1f}/worker, steady-window "
@@ -515,7 +518,7 @@ def part2(args) -> bool:
                 ok_tpot = abs(gaps["tpot"]) <= STEADY_TARGET
                 print(f"   tokens/s/GPU {100 * gaps['tps']:+.1f}% ({verdict(ok_tps)}), TPOT {100 * gaps['tpot']:+.1f}% "
                       f"({verdict(ok_tpot)}): target within {STEADY_TARGET:.0%}")
-                for r in explain(mode, row, dyn, obs, ai, not ok_tps, not ok_tpot, args):
+                for r in explain(mode, row, dyn, obs, ai, not ok_tps, not ok_tpot):
                     print(f"   reason: {r}")
                 ok_all &= ok_tps and ok_tpot
                 break  # the best configuration dynosim can run

@@ -224,3 +224,14 @@ def test_hardware_cli_list_show_and_errors():
     assert bad.exit_code == 2 and "error:" in bad.output
     tp_alone = r.invoke(app, ["run", "--trace", "examples/traces/conversation_1k.jsonl", "--tp", "2"])
     assert tp_alone.exit_code == 2 and "--model and --system" in tp_alone.output
+
+
+def test_attention_dp_spreads_requests_so_no_rank_has_tokens_without_a_request():
+    from dynosim.hardware.aic import AicTiming, fpm
+
+    ranks = fpm(1, 1024, 3, 3000, dp=2)
+    assert [r["scheduled_requests"]["num_prefill_requests"] for r in ranks] == [1, 0]
+    assert [r["scheduled_requests"]["sum_prefill_tokens"] for r in ranks] == [1024, 0]
+    assert [r["scheduled_requests"]["num_decode_requests"] for r in ranks] == [2, 1]
+    t = AicTiming(HardwareSpec(model="Qwen/Qwen3-30B-A3B", system="b200_sxm", tp=1, dp=2, ep=2))
+    assert t.pass_ms(1, 1024, 0, 0) > 0 and t.pass_ms(3, 3000, 5, 5000) > t.pass_ms(0, 0, 5, 5000)

@@ -77,3 +77,21 @@ def test_closed_loop_concurrency_keeps_n_sessions_open(tmp_path):
     for t in sorted({r.arrival for r in reqs} | set(ends)):
         assert sum(r.arrival <= t < r.last_token for r in reqs) <= 2
     assert all(r.status == "done" for r in reqs) and max(ends) < 1000      # far sooner than the timestamps
+
+
+def test_closed_loop_survives_sessions_ending_together_after_the_last_one_opened(tmp_path):
+    """Every request fails up front (4 KV blocks): sessions end at once, more than are left to open."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from dynosim.cli import app
+
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(_json.dumps({"timestamp": i, "input_length": 2000, "output_length": 5,
+                                      "hash_ids": [i, 100 + i, 200 + i, 300 + i]}) + "\n" for i in range(6)))
+    out = CliRunner().invoke(app, ["run", "--trace", str(p), "--concurrency", "8", "--num-gpu-blocks", "4",
+                                   "--json"])
+    assert out.exit_code == 0, out.output
+    s = _json.loads(out.stdout[out.stdout.index("{"):])
+    assert s["requests"]["failed"] == 6 and s["requests"]["total"] == 6

@@ -54,10 +54,21 @@ def _split(total: int, parts: int) -> list[int]:
 
 
 def fpm(n_prefill: int, prefill_tokens: int, n_decode: int, decode_kv: int, dp: int = 1) -> list[dict]:
-    """One iteration as the database's per-rank forward-pass metrics (the batch split evenly over ``dp``)."""
+    """One iteration as the database's per-rank forward-pass metrics.
+
+    With attention data parallelism the requests are spread over the ranks as evenly as they go and each
+    rank's tokens follow its requests (a rank never has tokens without a request); idle ranks are empty.
+    """
+    def spread(n: int, tokens: int) -> tuple[list[int], list[int]]:
+        ranks = min(max(n, 0), dp)
+        if ranks == 0:
+            return [0] * dp, [0] * dp
+        return _split(n, ranks) + [0] * (dp - ranks), _split(tokens, ranks) + [0] * (dp - ranks)
+
+    pre_n, pre_t = spread(n_prefill, prefill_tokens)
+    dec_n, dec_t = spread(n_decode, decode_kv)
     out = []
-    for a, b, c, d in zip(_split(n_prefill, dp), _split(prefill_tokens, dp), _split(n_decode, dp),
-                          _split(decode_kv, dp)):
+    for a, b, c, d in zip(pre_n, pre_t, dec_n, dec_t):
         out.append({"scheduled_requests": {"num_prefill_requests": a, "sum_prefill_tokens": b,
                                            "num_decode_requests": c, "sum_decode_kv_tokens": d}})
     return out

@@ -65,7 +65,10 @@ class Frontend:
         self.clock.call_at(self._sessions[0].start_ms, self._arrive_next_session, PRIO_ARRIVAL)
 
     def _open_next_session(self) -> None:
-        """Closed loop: the next session of the trace starts now."""
+        """Closed loop: the next session of the trace starts now (none when sessions that ended together
+        already took the last ones)."""
+        if self._next_session >= len(self._sessions):
+            return
         session = self._sessions[self._next_session]
         self._next_session += 1
         self._admit(session, 0)
