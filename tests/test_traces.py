@@ -249,10 +249,8 @@ def test_example_trace_loads(tmp_path):
 
 
 @pytest.mark.skipif(not FULL_CONVERSATION.exists(), reason=f"shared trace not present at {FULL_CONVERSATION}")
-def test_full_conversation_trace_loads_fast():
-    start = time.perf_counter()
+def test_full_conversation_trace_loads():
+    # (its speed is benchmarks/replay_speed.py's to report: a timed assertion fails on a busy machine)
     t = load_trace(FULL_CONVERSATION)
-    elapsed = time.perf_counter() - start
     assert t.n_requests == 12_031 and t.n_sessions == 12_031
     assert t.first_arrivals()[-1] == 3_536_999.0
-    assert elapsed < 1.5, f"loading took {elapsed:.2f} s"
