@@ -91,3 +91,20 @@ def test_simulation_reports_acceptance_and_zero_gaps(tmp_path):
     assert spec.summary["token_gap_ms"]["p50"] == 0.0   # the accepted drafts arrive with the pass's token
     again = dynosim.run(p, config=RunConfig(workers=2, engine=MockerArgs(nextn=2)))
     assert np.array_equal(again.requests["e2e_ms"].to_numpy(), spec.requests["e2e_ms"].to_numpy())
+
+
+def test_a_prefix_hit_recomputes_its_last_block_with_drafting():
+    """Dynamo 1.6.1 with aic_nextn: a cached prefix of 960 tokens reuses 896 (one 64-token block less)."""
+    reused = {}
+    for nextn in (0, 2):
+        args = MockerArgs(block_size=64, num_gpu_blocks=256, nextn=nextn)
+        s = VllmScheduler(args, FixedTiming(10.0, 5.0))
+        first, second = make_request(0, 1000, 2, 64, tag=7), make_request(1, 1000, 2, 64, tag=7)
+        s.add(first)
+        while s.has_work:
+            s.step()
+        s.add(second)
+        while s.has_work:
+            s.step()
+        reused[nextn] = second.reused
+    assert reused == {0: 960, 2: 896}

@@ -18,6 +18,7 @@ they agree exactly.
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from functools import lru_cache
 
 import numpy as np
@@ -28,7 +29,7 @@ from dynosim.hardware.spec import HardwareSpec
 
 TABLE_RATIO = 1.05        # cells of the decode table: per-request context c in [1.05^j, 1.05^(j+1))
 TABLE_TOLERANCE = 0.001   # a cell is split while its midpoint is further than this from the chord
-_LOG_RATIO = float(np.log(TABLE_RATIO))
+_MAX_CELLS = 330          # 1.05^330 ≈ 1e7 tokens of context per request: beyond any model
 
 
 def aic_config(hw: HardwareSpec, nextn: int = 0) -> dict:
@@ -117,6 +118,7 @@ class AicTiming:
         self.model = perf_model if perf_model is not None else build_perf_model(hw, nextn)
         self._memo: dict[tuple[int, int, int, int], float] = {}
         self._tables: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+        self._bounds_of: dict[int, tuple[list[int], np.ndarray]] = {}
         self.queries = 0
 
     # -- direct ----------------------------------------------------------------------------------------------
@@ -142,12 +144,21 @@ class AicTiming:
     # cell priced the first time a pass falls in it. The database's decode price is piecewise linear with small
     # steps (its own lookups); a cell whose midpoint strays from the chord is split until the step is pinned to
     # one token of KV, so interpolating between nodes stays within TABLE_TOLERANCE of a direct query.
+    def _bounds(self, n: int) -> tuple[list[int], np.ndarray]:
+        """Cell boundaries for batch size n, in summed KV tokens: n · 1.05^j rounded, distinct, increasing."""
+        b = self._bounds_of.get(n)
+        if b is None:
+            edges = np.unique(np.round(n * TABLE_RATIO ** np.arange(_MAX_CELLS))).astype(np.int64)
+            edges = edges[edges >= n]
+            b = self._bounds_of[n] = (edges.tolist(), edges.astype(float))
+        return b
+
     def _cell_nodes(self, n: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         cells = self._tables.setdefault(n, {})
         nodes = cells.get(j)
         if nodes is None:
-            lo = max(n, int(round(TABLE_RATIO ** j * n)))
-            hi = max(lo + 1, int(round(TABLE_RATIO ** (j + 1) * n)))
+            edges = self._bounds(n)[0]
+            lo, hi = edges[j], edges[j + 1]
             pts = {lo: self.direct_ms(0, 0, n, lo), hi: self.direct_ms(0, 0, n, hi)}
             self._refine(n, lo, hi, pts)
             xs = np.array(sorted(pts), dtype=float)
@@ -164,13 +175,11 @@ class AicTiming:
             self._refine(n, lo, mid, pts)
             self._refine(n, mid, hi, pts)
 
-    def _cell_of(self, n: int, kv: np.ndarray) -> np.ndarray:
-        return np.floor(np.log(np.maximum(kv / n, 1.0)) / _LOG_RATIO).astype(np.int64)
-
     def decode_only_ms(self, n: int, kv: int) -> float:
         if n <= 0:
             return 0.0
-        j = int(self._cell_of(n, np.array([float(kv)]))[0])
+        edges = self._bounds(n)[0]
+        j = min(max(bisect_right(edges, kv) - 1, 0), len(edges) - 2)
         xs, ys = self._cell_nodes(n, j)
         return float(np.interp(kv, xs, ys))
 
@@ -184,16 +193,22 @@ class AicTiming:
         return self.decode_only_ms(n, int(active_kv_tokens))
 
     def decode_ms_vec(self, active_kv_tokens: np.ndarray, mean_ctx: np.ndarray, total_kv_tokens: int) -> np.ndarray:
+        """A decode stretch: the batch is fixed and its KV grows, so the passes cross few cells, in order."""
         kv = np.asarray(active_kv_tokens, float)
         if len(kv) == 0:
             return np.zeros(0)
         n = max(1, int(round(float(kv[0]) / float(mean_ctx[0]))))
-        cells = self._cell_of(n, kv)
+        edges_l, edges = self._bounds(n)
+        top = len(edges_l) - 2
+        cells = np.clip(np.searchsorted(edges, kv, side="right") - 1, 0, top)
+        if cells[0] == cells[-1]:
+            xs, ys = self._cell_nodes(n, int(cells[0]))
+            return np.interp(kv, xs, ys)
         out = np.empty(len(kv))
-        for j in np.unique(cells):
-            sel = cells == j
-            xs, ys = self._cell_nodes(n, int(j))
-            out[sel] = np.interp(kv[sel], xs, ys)
+        cuts = [0, *(np.flatnonzero(np.diff(cells)) + 1).tolist(), len(kv)]
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            xs, ys = self._cell_nodes(n, int(cells[a]))
+            out[a:b] = np.interp(kv[a:b], xs, ys)
         return out
 
 

@@ -23,7 +23,8 @@ request drafts ``nextn`` tokens; draft k is accepted with probability
 seeded generator, in running order), so a request emits 1 + accepted tokens,
 capped at what its output has left, all at the pass end. It still costs one
 token of the pass budget, reserves KV for the drafts, and, as in Dynamo's vLLM
-mocker, a request whose prefill ends in the pass joins that pass's decode term.
+mocker, a request whose prefill ends in the pass joins that pass's decode term
+and a prefix-cache hit gives up its last block (recomputed for verification).
 
 ``uniform_run()`` tells how many next passes are pure decode steps that change
 nothing but token counts (no allocation, no completion, no admission); the
@@ -250,6 +251,10 @@ class VllmScheduler:
                         if hit > cap:
                             hit = cap
                             active_hits = min(active_hits, cap)
+                    if self.nextn and hit > 0:
+                        # with drafting, Dynamo 1.6.1 recomputes the last matched block (the verify pass needs it)
+                        hit -= 1
+                        active_hits = min(active_hits, hit)
                     cached = min(hit * bs, seq_len)
                 if need_blocks - active_hits > capacity - kv.num_active:
                     break  # head-of-line: wait until enough blocks are released
