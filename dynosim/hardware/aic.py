@@ -194,16 +194,18 @@ class AicTiming:
 
     def decode_ms_vec(self, active_kv_tokens: np.ndarray, mean_ctx: np.ndarray, total_kv_tokens: int) -> np.ndarray:
         """A decode stretch: the batch is fixed and its KV grows, so the passes cross few cells, in order."""
-        kv = np.asarray(active_kv_tokens, float)
+        kv = active_kv_tokens
         if len(kv) == 0:
             return np.zeros(0)
-        n = max(1, int(round(float(kv[0]) / float(mean_ctx[0]))))
+        first, last = float(kv[0]), float(kv[-1])
+        n = max(1, int(round(first / float(mean_ctx[0]))))
         edges_l, edges = self._bounds(n)
         top = len(edges_l) - 2
-        cells = np.clip(np.searchsorted(edges, kv, side="right") - 1, 0, top)
-        if cells[0] == cells[-1]:
-            xs, ys = self._cell_nodes(n, int(cells[0]))
+        c0 = min(max(bisect_right(edges_l, first) - 1, 0), top)
+        if c0 == min(max(bisect_right(edges_l, last) - 1, 0), top):   # the usual case: one cell
+            xs, ys = self._cell_nodes(n, c0)
             return np.interp(kv, xs, ys)
+        cells = np.clip(np.searchsorted(edges, kv, side="right") - 1, 0, top)
         out = np.empty(len(kv))
         cuts = [0, *(np.flatnonzero(np.diff(cells)) + 1).tolist(), len(kv)]
         for a, b in zip(cuts[:-1], cuts[1:]):
