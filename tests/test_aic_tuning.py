@@ -197,3 +197,21 @@ def test_hardware_from_the_profile_when_none_is_given(raw):
     assert timing.hw == HW and report.source == "aic+tuned:with-hw"
     with pytest.raises(ValueError, match=r"profile .*: no hardware given"):
         tune_aic_timing(None, PROFILE)
+
+
+def test_fold_into_database_records_the_hardware_and_lowers_the_error(tmp_path):
+    import shutil
+
+    import yaml
+
+    from dynosim.engines.mocker.timing import resolve_profile
+    from dynosim.hardware.tuning import fold_into_database, profile_hardware
+
+    prof = tmp_path / "h200.yaml"
+    shutil.copy(resolve_profile("h200_llama3.1-8b-fp8_vllm"), prof)
+    hw = HardwareSpec(model="meta-llama/Meta-Llama-3.1-8B", system="h200_sxm", weight_quant="fp8", kv_quant="fp8")
+    report, before, after = fold_into_database(prof, hw)
+    raw = yaml.safe_load(prof.read_text())
+    assert raw["hardware"]["system"] == "h200_sxm" and isinstance(raw["hardware_note"], str)
+    assert profile_hardware(prof) == hw
+    assert after["all"] < before["all"] and report.iterations > 0

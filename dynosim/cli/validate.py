@@ -209,6 +209,11 @@ def calibrate(
     repeats: Optional[int] = typer.Option(None, help="requests per prefill point (median)"),
     vocab_size: VocabSizeOpt = 2048,
     hardware: Optional[str] = typer.Option(None, help="free text recorded in the profile"),
+    system: HwSystemOpt = None,
+    backend: HwBackendOpt = None,
+    weight_quant: HwWeightQuantOpt = None,
+    kv_quant: HwKvQuantOpt = None,
+    tp: Optional[int] = typer.Option(None, help="with --system: the engine's tensor-parallel GPUs"),
     startup_timeout: StartupTimeoutOpt = 600.0,
     engine_arg: EngineArgOpt = [],
 ) -> None:
@@ -217,6 +222,9 @@ def calibrate(
     The profile works with `run`/`validate`: `--timing interpolated --timing-profile FILE`
     (tables) or `--timing polynomial --timing-profile FILE` (fitted quadratics); its
     engine section (block size, KV blocks) sizes the simulated cache like the real one.
+    With --system (the GPU the engine runs on; --model names the model) the profile records
+    that hardware and its passes are folded into the measured database: `--timing aic
+    --timing-profile FILE` is then the database's prior plus these measurements.
     """
     import asyncio
     import shutil
@@ -240,6 +248,18 @@ def calibrate(
     except ValidationError as exc:
         fail(validation_message(exc))
     name = served_model_name or model
+    hw_spec = None
+    if system is not None or any(v is not None for v in (backend, weight_quant, kv_quant, tp)):
+        from dynosim.hardware.spec import HardwareSpec
+
+        fields = hardware_section(model or None, system, backend, None, tp, None, None, None, weight_quant, kv_quant)
+        try:  # checked before anything is measured
+            hw_spec = HardwareSpec(**fields)
+            hw_spec.version()
+        except ValidationError as exc:
+            fail(validation_message(exc))
+        except ValueError as exc:
+            fail(str(exc))
 
     async def go():
         servers = []
@@ -278,3 +298,14 @@ def calibrate(
         fail(str(exc))
     path = write_profile(result, out)
     console.print(f"wrote {path}; use it with --timing interpolated --timing-profile {path}")
+    if hw_spec is not None:
+        from dynosim.hardware.tuning import fold_into_database
+
+        try:
+            report, before, after = fold_into_database(path, hw_spec)
+        except ValueError as exc:
+            fail(f"{path}: {exc}")
+        console.print(f"folded into the database ({hw_spec.label()}): {report.summary()}")
+        console.print(f"mean error vs these measurements: database {100 * before['all']:.1f}% → tuned "
+                      f"{100 * after['all']:.1f}%; use --model {hw_spec.model} --system {hw_spec.system} "
+                      f"--timing aic --timing-profile {path}")

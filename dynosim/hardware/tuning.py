@@ -284,3 +284,25 @@ def profile_error(timing: AicTiming, profile: str | Path | dict) -> dict[str, fl
 
     return {"prefill": mean(errs["prefill"]), "decode": mean(errs["decode"]),
             "all": mean(errs["prefill"] + errs["decode"])}
+
+
+def fold_into_database(profile: str | Path, hw: HardwareSpec) -> tuple[TuningReport, dict, dict]:
+    """Record ``hw`` in the profile file (its ``hardware:`` mapping; a free-text note moves to
+    ``hardware_note``) and tune the database with its passes.
+
+    Returns the tuning report and the mean relative errors against the measurements before and after,
+    so ``dynosim calibrate --system`` can say what the measurements changed.
+    """
+    import yaml
+
+    path = Path(profile)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if isinstance(raw.get("hardware"), str):
+        raw["hardware_note"] = raw.pop("hardware")
+    raw["hardware"] = hardware_section(hw)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    from dynosim.hardware.aic import AicTiming, build_perf_model
+
+    before = profile_error(AicTiming(hw, perf_model=build_perf_model(hw)), path)
+    timing, report = tune_aic_timing(hw, path)
+    return report, before, profile_error(timing, path)
