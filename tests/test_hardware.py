@@ -235,3 +235,12 @@ def test_attention_dp_spreads_requests_so_no_rank_has_tokens_without_a_request()
     assert [r["scheduled_requests"]["num_decode_requests"] for r in ranks] == [2, 1]
     t = AicTiming(HardwareSpec(model="Qwen/Qwen3-30B-A3B", system="b200_sxm", tp=1, dp=2, ep=2))
     assert t.pass_ms(1, 1024, 0, 0) > 0 and t.pass_ms(3, 3000, 5, 5000) > t.pass_ms(0, 0, 5, 5000)
+
+
+def test_a_deployment_file_with_hardware_prices_from_the_database():
+    out = CliRunner().invoke(app, ["run", "--trace", "examples/traces/conversation_1k.jsonl", "--limit", "30",
+                                   "--config", "examples/hardware_pd.yaml", "--json"])
+    assert out.exit_code == 0, out.output
+    h = json.loads(out.stdout[out.stdout.index("{"):])["hardware"]
+    assert (h["prefill"]["system"], h["prefill"]["tp"], h["prefill"]["timing_source"]) == ("h200_sxm", 2, "aic")
+    assert (h["decode"]["system"], h["decode"]["tp"], h["decode"]["timing_source"]) == ("h100_sxm", 4, "aic")

@@ -221,7 +221,10 @@ def run(
                         disagg=disagg, slo=SloConfig(ttft_ms=slo_ttft_ms, itl_ms=slo_itl_ms), planner=planner_cfg,
                         concurrency=concurrency)
         if config is not None:
-            cfg = RunConfig(**merge(json.loads(cfg.model_dump_json()), load_run_config(config)))
+            base = json.loads(cfg.model_dump_json())
+            if timing is None:  # unset: the file's hardware (if any) decides the timing model
+                base["engine"].pop("timing")
+            cfg = RunConfig(**merge(base, load_run_config(config)))
     except ValidationError as exc:
         fail(validation_message(exc))
     except ValueError as exc:  # a hardware name or combination (HardwareError)

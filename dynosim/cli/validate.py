@@ -129,7 +129,11 @@ def validate(
                                         client_latency_ms=client_latency_ms if client_latency_ms is not None
                                         else prof.get("client_latency_ms", 0.0)))
         if config is not None:
-            fields = merge(json.loads(RunConfig(**fields).model_dump_json()), load_run_config(config))
+            base = json.loads(RunConfig(**fields).model_dump_json())
+            file_fields = load_run_config(config)
+            if timing is None and (file_fields.get("engine") or {}).get("hardware"):
+                base["engine"].pop("timing")   # the file's hardware decides the timing model
+            fields = merge(base, file_fields)
         cfg = RunConfig(**fields)
     except ValidationError as exc:
         fail(validation_message(exc))
