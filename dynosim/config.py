@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dynosim.disagg.transfer import TransferConfig
-from dynosim.engines.mocker.config import MockerArgs
+from dynosim.engines.mocker.config import MockerArgs, merge_engine
 from dynosim.planner.config import PlannerConfig, SloConfig
 from dynosim.router.policies import canonical_mode
 from dynosim.router.queue import QUEUE_POLICIES
@@ -93,12 +93,8 @@ class RunConfig(BaseModel):
             return {"workers": self.engine}
         out = {}
         for pool, over in (("prefill", self.disagg.prefill_engine), ("decode", self.disagg.decode_engine)):
-            base = self.engine.model_dump()
-            merged = {**base, **over}
-            if isinstance(over.get("hardware"), dict) and base.get("hardware") is not None:
-                merged["hardware"] = {**base["hardware"], **over["hardware"]}   # a pool changes what it names
             try:
-                out[pool] = MockerArgs(**merged)
+                out[pool] = MockerArgs(**merge_engine(self.engine.model_dump(), over))
             except ValidationError as exc:
                 msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'engine'}: {e['msg']}" for e in exc.errors())
                 raise ValueError(f"disagg.{pool}_engine: {msgs}") from None

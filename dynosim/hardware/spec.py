@@ -7,6 +7,7 @@ model, so a bad combination fails before any simulation starts.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -15,6 +16,11 @@ from dynosim.hardware.catalog import HardwareError, resolve_backend, resolve_mod
 from dynosim.hardware.model import DTYPE_BYTES, KV_DTYPES, ModelShape, model_shape
 
 WEIGHT_DTYPES = ("bf16", "fp16", "fp8", "int8", "nvfp4", "int4")
+
+
+@lru_cache(maxsize=None)
+def _shape_of(model: str) -> ModelShape:
+    return model_shape(resolve_model(model))
 
 
 class HardwareSpec(BaseModel):
@@ -66,7 +72,7 @@ class HardwareSpec(BaseModel):
 
     @property
     def shape(self) -> ModelShape:
-        return model_shape(resolve_model(self.model))
+        return _shape_of(self.model)
 
     @property
     def gpus(self) -> int:

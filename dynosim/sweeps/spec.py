@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dynosim.config import DisaggConfig, RouterParams, RunConfig
 from dynosim.disagg.transfer import TransferConfig
-from dynosim.engines.mocker.config import MockerArgs
+from dynosim.engines.mocker.config import MockerArgs, merge_engine
 from dynosim.planner.config import SloConfig
 
 
@@ -128,13 +128,6 @@ def _grid(d: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, vals)) for vals in itertools.product(*(d[k] for k in keys))]
 
 
-def _merge_engine(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = {**base, **over}
-    if isinstance(over.get("hardware"), dict) and isinstance(base.get("hardware"), dict):
-        out["hardware"] = {**base["hardware"], **over["hardware"]}
-    return out
-
-
 def _gpus(engine: dict[str, Any]) -> int:
     """GPUs of one worker with these engine fields (TP × PP × DP with hardware, else gpus_per_worker)."""
     hw = engine.get("hardware")
@@ -145,8 +138,6 @@ def _gpus(engine: dict[str, Any]) -> int:
 
 def _layouts(spec: SweepSpec) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[str]]:
     """(engine fields, parallelism labels) per TP × EP × DP, and why the combinations left out are left out."""
-    from dynosim.engines.mocker.config import MockerArgs as _Args
-
     out, skipped = [], []
     for tp, ep, dp in itertools.product(spec.tp, spec.ep, spec.dp):
         par = {"tp": tp, "ep": ep, "dp": dp}
@@ -160,7 +151,7 @@ def _layouts(spec: SweepSpec) -> tuple[list[tuple[dict[str, Any], dict[str, Any]
         tag = f"TP{tp}" + (f" DP{dp}" if dp > 1 else "") + (f" EP{ep}" if ep > 1 else "")
         try:  # the worker must exist and fit (memory, divisibility) in every pool it serves
             for over in ({}, *([spec.prefill_engine, spec.decode_engine] if "disagg" in spec.modes else [])):
-                _Args(**_merge_engine({**spec.engine, **engine}, over))
+                MockerArgs(**merge_engine({**spec.engine, **engine}, over))
         except ValueError as exc:
             found = re.search(r"Value error, (.*?) \[type=", str(exc), re.S)
             msg = found.group(1) if found else str(exc)
@@ -191,7 +182,7 @@ def _deployments(spec: SweepSpec) -> list[tuple[dict[str, Any], dict[str, Any]]]
                         {"mode": "agg", **par, "workers": n, "prefill": 0, "decode": 0}))
         if "disagg" not in spec.modes:
             continue
-        pre, dec = _merge_engine(engine, spec.prefill_engine), _merge_engine(engine, spec.decode_engine)
+        pre, dec = merge_engine(engine, spec.prefill_engine), merge_engine(engine, spec.decode_engine)
         g_pre, g_dec = _gpus(pre), _gpus(dec)
         if g_pre == g_dec == g:
             splits = sorted({(p, n - p) for p in (min(n - 1, max(1, round(f * n))) for f in spec.prefill_fractions)

@@ -22,6 +22,15 @@ DEFAULT_ACCEPT_RATES = (0.85, 0.3, 0.0, 0.0, 0.0)   # Dynamo's default per-posit
 MAX_NEXTN = 5
 
 
+def merge_engine(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Engine fields ``over`` on top of ``base``; a ``hardware`` override changes only the fields it names
+    (``{hardware: {tp: 2}}`` keeps the model and system)."""
+    out = {**base, **over}
+    if isinstance(over.get("hardware"), dict) and isinstance(base.get("hardware"), dict):
+        out["hardware"] = {**base["hardware"], **over["hardware"]}
+    return out
+
+
 class MockerArgs(BaseModel):
     """What one simulated vLLM-style engine looks like (per data-parallel rank)."""
 

@@ -319,7 +319,7 @@ class VllmScheduler:
         if self._whole_pass:
             n_pre = batch if not self._prefill_free else 0
             pre_tok = result.prefill_tokens
-            if pre_tok or n_dec:
+            if pre_tok or n_dec:  # the whole iteration, carried in prefill_ms (decode_ms stays 0)
                 speed = self.speed if pre_tok else self.decode_speed
                 prefill_ms = _ns(self.timing.pass_ms(n_pre, pre_tok, n_dec, ctx_sum) / speed)
         elif n_dec:
