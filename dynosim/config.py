@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dynosim.disagg.transfer import TransferConfig
 from dynosim.engines.mocker.config import MockerArgs, merge_engine
 from dynosim.planner.config import PlannerConfig, SloConfig
-from dynosim.router.policies import canonical_mode
+from dynosim.router.policies import canonical_mode, check_policy_options
 from dynosim.router.queue import QUEUE_POLICIES
 
 
@@ -79,12 +79,20 @@ class RunConfig(BaseModel):
         return canonical_mode(v)
 
     @model_validator(mode="after")
+    def _check_policy_options(self) -> "RunConfig":
+        check_policy_options(self.router_mode, self.router.policy_options)  # an ignored key is an error
+        return self
+
+    @model_validator(mode="after")
     def _check_pools(self) -> "RunConfig":
         if self.disagg is not None:
             engines = self.pool_engines()
             if engines["prefill"].block_size != engines["decode"].block_size:
                 raise ValueError("disagg: prefill_engine and decode_engine must use the same block_size "
                                  "(the KV hand-off moves whole blocks)")
+        if self.planner is not None and (self.slo.ttft_ms is None or self.slo.itl_ms is None):
+            raise ValueError("planner: slo.ttft_ms and slo.itl_ms must both be set (the planner sizes pools "
+                             "to meet them)")
         return self
 
     def pool_engines(self) -> dict[str, MockerArgs]:

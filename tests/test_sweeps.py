@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from dynosim.sweeps.pareto import aggregate, frontier, pareto_mask, slo_filter
+from dynosim.sweeps.objectives import Objectives
+from dynosim.sweeps.pareto import aggregate, frontier, pareto_mask
 from dynosim.sweeps.runner import execute
 from dynosim.sweeps.spec import SweepSpec, expand, point_id
 from dynosim.sweeps.store import ResultStore
@@ -94,7 +95,8 @@ def test_local_pool_equals_serial_and_a_rerun_resumes(tmp_path):
     pts = a.points
     for _, r in tf.iterrows():           # nothing beats a TTFT-frontier point on both throughput and TTFT
         assert not ((pts["output_tps_per_gpu"] > r["output_tps_per_gpu"]) & (pts["ttft_p90"] < r["ttft_p90"])).any()
-    for name in ("results.parquet", "points.csv", "pareto.csv", "pareto_ttft.csv", "pareto.png", "spec.yaml"):
+    for name in ("results.parquet", "points.csv", "pareto.csv", "pareto_ttft.csv", "pareto.png", "spec.yaml",
+                 "recommendation.json", "pareto_x2.png", "pareto_x8.png"):
         assert (tmp_path / "serial" / name).stat().st_size > 0
     assert set(a.frontier["config"]) <= set(a.points["config"]) and len(a.frontier) >= 1
 
@@ -156,8 +158,8 @@ def test_aggregate_confidence_interval_and_slo_filter():
     # t(0.975, 1) × sd(1, 3) / √2 = 12.706 × 1.414 / 1.414
     assert a["output_tps_per_gpu_ci"] == pytest.approx(12.7062, rel=1e-4)
     assert agg[agg["config"] == "b"].iloc[0]["output_tps_per_gpu_ci"] == 0.0
-    assert slo_filter(agg, ttft_p90=500).tolist() == [True, False]
-    assert slo_filter(agg, itl=20, e2e=0.5).tolist() == [False, False]
+    assert Objectives(ttft_p90_ms=500).meets(agg).tolist() == [True, False]
+    assert Objectives(itl_mean_ms=20, e2e_p90_ms=0.5).meets(agg).tolist() == [False, False]
     front = frontier(agg)
     assert front["config"].tolist() == ["b", "a"]                 # neither beats the other on both axes
 
@@ -176,9 +178,20 @@ def test_cli_sweep(tmp_path):
                                  "--load", "1,4", "--router-mode", "kv", "--executor", "serial", "--ttft-p90", "5000",
                                  "--out", str(tmp_path / "o")], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
-    assert "Pareto" in r.output and "agg 4xTP1 kv" in r.output
+    # the answer comes first, then the per-load table
+    assert r.output.index("recommendation") < r.output.index("best deployment per load")
+    assert "run agg 4xTP1 kv" in r.output
     pts = pd.read_csv(tmp_path / "o" / "points.csv")
     assert len(pts) == 2 and set(pts["load"]) == {1.0, 4.0}
+    rec = json.loads((tmp_path / "o" / "recommendation.json").read_text())
+    assert rec["objectives"]["ttft_p90_ms"] == 5000 and rec["feasible"]
+    # an objective nothing meets: the closest points and what they missed, exit 4
+    r = CliRunner().invoke(app, ["sweep", "--trace", str(TRACE), "--limit", "60", "--budget", "4", "--mode", "agg",
+                                 "--load", "1", "--router-mode", "kv", "--executor", "serial", "--ttft-p90", "1",
+                                 "--out", str(tmp_path / "none")], env={"COLUMNS": "200"})
+    assert r.exit_code == 4, r.output
+    assert "Nothing meeting TTFT p90 ≤ 1 ms" in r.output and "closest at ×1" in r.output
+    assert "UserWarning" not in r.output
     r = CliRunner().invoke(app, ["sweep", "--trace", str(TRACE), "--tp", "3", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "not a multiple" in r.output
     r = CliRunner().invoke(app, ["sweep", "--trace", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "y")])

@@ -13,28 +13,72 @@ from dynosim.cli.app import app, console, err_console
 from dynosim.cli.common import (AcceptRatesOpt, HwBackendOpt, HwKvQuantOpt, HwMemUtilOpt, HwModelOpt, HwSystemOpt,
                                 HwVersionOpt, HwWeightQuantOpt, LimitOpt, NextnOpt, TraceOpt, accept_rates, fail,
                                 float_list, fmt, hardware_section, load_run_config, validation_message)
+from dynosim.sweeps.recommend import EXIT_NOTHING_MEETS
 from dynosim.traces.mooncake import TraceError
 
 
-def pareto_table(front, top: int) -> Table:
-    """The best points by output tokens/s/GPU among those meeting the objectives (AIConfigurator-style)."""
-    t = Table(title=f"top {min(top, len(front))} Pareto points by output tokens/s/GPU")
-    cols = [("config", "config", None), ("load", "load", 2), ("tok/s/GPU", "output_tps_per_gpu", 1),
-            ("tok/s/user", "tps_user_mean", 1), ("TTFT p90 ms", "ttft_p90", 0), ("ITL ms", "itl_mean", 2),
-            ("goodput req/s", "goodput_rps", 3), ("SLO %", "slo_attainment", None)]
-    for label, _, _ in cols:
-        t.add_column(label, justify="left" if label == "config" else "right")
+def recommendation_table(rec: dict) -> Table:
+    """Per load: the winner, its throughput, the runner-up and margin, the fewest-GPU view, how many meet."""
+    from dynosim.sweeps.recommend import load_text
+
+    t = Table(title="best deployment per load (most output tok/s/GPU meeting every objective)",
+              title_justify="left")
+    t.add_column("load", no_wrap=True)
+    t.add_column("best", overflow="fold")
+    t.add_column("tok/s/GPU", justify="right", no_wrap=True)
+    t.add_column("runner-up (margin)", overflow="fold")
+    t.add_column("fewest GPUs", overflow="fold")
+    t.add_column("meet", justify="right", no_wrap=True)
+    for x in rec["loads"]:
+        b, r, m, fg = x["best"], x["runner_up"], x["margin"], x["fewest_gpus"]
+        margin = ""
+        if m is not None and m["ratio"] is not None:
+            margin = f" ({100 * m['ratio']:+.1f}%" + (f" ±{m['ci']:,.1f}" if m["ci"] is not None else "") + ")"
+        star = "*" if x["load"] == rec["target"]["load"] else ""
+        t.add_row(load_text(x["load"], x["load_kind"]) + star, b["config"] if b else "[red]none[/red]",
+                  fmt(b["figures"]["output_tps_per_gpu"], 0) if b else "—",
+                  (r["config"] + margin) if r else "—",
+                  f"{fg['gpus']}: {fg['config']}" + (" (extrap.)" if fg["extrapolated"] else "") if fg else "—",
+                  f"{x['feasible_points']}/{x['points']}")
+    return t
+
+
+def rejected_table(entry: dict, top: int) -> Table:
+    """Why the deployments that lose at one load lose: the objective each missed and by how much."""
+    from dynosim.sweeps.recommend import load_text, miss_text
+
+    rows = entry["rejected"] if entry["best"] is not None else entry["closest"]
+    at = load_text(entry["load"], entry["load_kind"])
+    n = len(entry["rejected"])
+    title = f"why the others lose at {at}: {n} miss" if entry["best"] is not None \
+        else f"closest at {at} (all {n} miss)"
+    if len(rows) > top:
+        title += f" (closest {top} shown)"
+    t = Table(title=title, title_justify="left")
+    t.add_column("deployment", overflow="fold")
+    t.add_column("missed (value > limit, overshoot)", overflow="fold")
+    for rej in rows[:top]:
+        t.add_row(rej["config"], miss_text(rej))
+    return t
+
+
+def frontier_table(front, top: int, title: str) -> Table:
+    """The frontier at one load: the best points by output tokens/s/GPU among those meeting the objectives."""
+    t = Table(title=title, title_justify="left")
+    cols = [("deployment", "config", None), ("tok/s/GPU", "output_tps_per_gpu", 0),
+            ("tok/s/user", "tps_user_mean", 1), ("TTFT p90", "ttft_p90", 0), ("ITL", "itl_mean", 1),
+            ("goodput", "goodput_rps", 2)]
+    for label, key, _ in cols:
+        t.add_column(label, justify="left" if key == "config" else "right",
+                     overflow="fold" if key == "config" else "ellipsis", no_wrap=key != "config")
     for _, r in front.sort_values("output_tps_per_gpu", ascending=False).head(top).iterrows():
         cells = []
-        for label, key, nd in cols:
-            v = r[key]
-            ci = r.get(f"{key}_ci", 0.0)
+        for _, key, nd in cols:
             if key == "config":
-                cells.append(str(v))
-            elif key == "slo_attainment":
-                cells.append(fmt(100 * v, 1))
-            else:
-                cells.append(fmt(v, nd) + (f" ±{fmt(ci, nd)}" if ci and ci == ci else ""))
+                cells.append(str(r[key]))
+                continue
+            ci = r.get(f"{key}_ci", 0.0)
+            cells.append(fmt(r[key], nd) + (f"±{fmt(ci, nd)}" if ci and ci == ci else ""))
         t.add_row(*cells)
     return t
 
@@ -69,12 +113,18 @@ def sweep(
     jobs: Optional[int] = typer.Option(None, help="parallel simulations (default: all cores)"),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local instance)"),
     limit: LimitOpt = None,
-    ttft_p90: Optional[float] = typer.Option(None, "--ttft-p90", help="keep points with p90 TTFT ≤ this (ms)"),
-    itl: Optional[float] = typer.Option(None, "--itl", help="keep points with mean ITL ≤ this (ms)"),
-    e2e: Optional[float] = typer.Option(None, "--e2e", help="keep points with p90 E2E ≤ this (ms)"),
-    top: int = typer.Option(10, help="rows of the printed Pareto table"),
+    ttft_p90: Optional[float] = typer.Option(None, "--ttft-p90", help="objective: p90 TTFT ≤ this (ms)"),
+    itl: Optional[float] = typer.Option(None, "--itl", help="objective: mean ITL ≤ this (ms)"),
+    itl_p90: Optional[float] = typer.Option(None, "--itl-p90", help="objective: p90 ITL ≤ this (ms)"),
+    e2e: Optional[float] = typer.Option(None, "--e2e", help="objective: p90 E2E ≤ this (ms)"),
+    target_load: Optional[float] = typer.Option(None, "--target-load", help="the load to recommend for "
+                                                "(default ×1, the trace's rate; with --concurrency, the first)"),
+    top: int = typer.Option(8, help="rows of the printed tables"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
 ) -> None:
-    """Sweep deployments over a trace; write results.parquet, pareto.csv, pareto.png; print the best points."""
+    """Sweep deployments over a trace and recommend one per load: the one meeting every objective with the
+    most output tokens/s/GPU, the runner-up, and why the others lose. Exit 4 when nothing meets the
+    objectives at the target load."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
@@ -101,6 +151,12 @@ def sweep(
             "arrival_speedups": float_list(load, "--load"),
             "concurrency": [int(x) for x in float_list(concurrency, "--concurrency")] if concurrency else None}
     fields.update({k: v for k, v in over.items() if v is not None})
+    objectives = {"ttft_p90_ms": ttft_p90, "itl_mean_ms": itl, "itl_p90_ms": itl_p90, "e2e_p90_ms": e2e,
+                  "target_load": target_load}
+    if any(v is not None for v in objectives.values()):
+        fields["objectives"] = {**(fields.get("objectives") or {}),
+                                **{k: v for k, v in objectives.items() if v is not None}}
+    loads_asked = fields.get("concurrency") or fields.get("arrival_speedups")
     try:
         spec = SweepSpec(**fields)
         n = len(expand(spec))
@@ -110,6 +166,9 @@ def sweep(
         fail(str(exc))
     if not trace.exists():
         fail(f"trace not found: {trace}")
+    tgt = spec.objectives
+    if loads_asked is not None and tgt.target_load not in loads_asked:
+        err_console.print(f"note: the target load {tgt.target_load:g} is not among the loads asked for; added")
     if spec.hardware is None and any(t > 1 for t in spec.tp) and not spec.tp_profiles:
         err_console.print("[yellow]warning:[/] --tp without --model/--system divides pass times by tp_speedup "
                           "(default 0.9 × TP, an invented figure); name a model and a system for measured prices")
@@ -128,16 +187,43 @@ def sweep(
         task = bar.add_task("points", total=n)
         try:
             res = sweep_api(trace, spec, out, executor=executor, jobs=jobs, limit=limit, ray_address=ray_address,
-                            ttft_p90=ttft_p90, itl=itl, e2e=e2e,
                             progress=lambda done, total: bar.update(task, completed=done))
         except TraceError as exc:
             fail(str(exc))
         except (ValueError, FileNotFoundError) as exc:
             fail(str(exc))
-    err_console.print(f"ran {res.ran} point(s), {n - res.ran} from the store; "
-                      f"{int(res.points['meets_slo'].sum())}/{len(res.points)} meet the objectives")
-    console.print(pareto_table(res.frontier, top))
-    console.print(f"wrote {out}/results.parquet, points.csv, pareto.csv, pareto.png")
+    err_console.print(f"ran {res.ran} point(s), {n - res.ran} from the store")
+    print_recommendation(res, top)
+    console.print(f"wrote {out}/recommendation.json, points.csv, pareto.csv, pareto.png, pareto_<load>.png, "
+                  "results.parquet")
+    if not no_report:
+        from dynosim.cli.report import write_default_report
+
+        if write_default_report(out) is not None:
+            console.print(f"wrote {out}/report.html")
+    if not res.feasible:
+        raise typer.Exit(EXIT_NOTHING_MEETS)
+
+
+def print_recommendation(res, top: int) -> None:
+    """The answer first, in words; then the per-load table, the losers at the target load, its frontier."""
+    from rich.panel import Panel
+
+    from dynosim.sweeps.recommend import load_text
+
+    rec = res.recommendation
+    style = "green" if rec["feasible"] else "red"
+    console.print(Panel(rec["verdict"], title="recommendation", title_align="left", border_style=style))
+    console.print(recommendation_table(rec))
+    entry = next((x for x in rec["loads"] if x["load"] == rec["target"]["load"]), None)
+    if entry is None:
+        return
+    if entry["rejected"]:
+        console.print(rejected_table(entry, top))
+    pts = res.frontier[res.frontier["load"] == entry["load"]]
+    if len(pts):
+        console.print(frontier_table(pts, top, f"frontier at {load_text(entry['load'], entry['load_kind'])} "
+                                               "(TTFT p90 and ITL in ms, goodput req/s)"))
 
 
 @app.command()

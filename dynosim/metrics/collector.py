@@ -58,9 +58,11 @@ def requests_frame(requests: list[Request]) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame, gap_values, gap_counts, num_gpus: int, *, gpu_seconds: float | None = None,
-              slo_ttft_ms: float | None = None, slo_itl_ms: float | None = None) -> dict:
+              slo_ttft_ms: float | None = None, slo_itl_ms: float | None = None,
+              slo_e2e_ms: float | None = None) -> dict:
     """The run's summary. ``gpu_seconds``: GPUs held integrated over the run when the deployment scaled
-    (per-GPU throughput is then time-weighted); the SLOs give goodput (requests meeting both per second)."""
+    (per-GPU throughput is then time-weighted); the SLOs give goodput (requests meeting every given objective
+    per second)."""
     done = df[df["status"] == "done"]
     failed = df[df["status"].str.startswith("failed")]
     start = float(df["arrival_ms"].min()) if len(df) else 0.0
@@ -99,21 +101,28 @@ def summarize(df: pd.DataFrame, gap_values, gap_counts, num_gpus: int, *, gpu_se
         "tps_user": distribution(multi["tps_user"].to_numpy()),
         "token_gap_ms": distribution(gap_values, gap_counts),
     }
-    if slo_ttft_ms is not None and slo_itl_ms is not None:
-        out["goodput"] = goodput(df, span_s, slo_ttft_ms, slo_itl_ms)
+    out["goodput"] = goodput(df, span_s, slo_ttft_ms, slo_itl_ms, slo_e2e_ms)
     return out
 
 
-def goodput(df: pd.DataFrame, span_s: float, ttft_ms: float, itl_ms: float) -> dict:
-    """Requests that completed within both objectives (ITL counts for multi-token outputs only).
+def goodput(df: pd.DataFrame, span_s: float, ttft_ms: float | None, itl_ms: float | None,
+            e2e_ms: float | None = None) -> dict:
+    """Requests that completed within every given objective (None: not an objective; ITL counts for
+    multi-token outputs only). With no objective at all every completed request counts.
 
     ``attainment`` is their share of all requests (failed and unfinished ones miss).
     """
     done = df[df["status"] == "done"]
-    itl = done["itl_ms"].to_numpy()
-    ok = (done["ttft_ms"].to_numpy() <= ttft_ms) & (np.isnan(itl) | (itl <= itl_ms))
+    ok = np.ones(len(done), bool)
+    if ttft_ms is not None:
+        ok &= done["ttft_ms"].to_numpy() <= ttft_ms
+    if itl_ms is not None:
+        itl = done["itl_ms"].to_numpy()
+        ok &= np.isnan(itl) | (itl <= itl_ms)
+    if e2e_ms is not None:
+        ok &= done["e2e_ms"].to_numpy() <= e2e_ms
     n_ok = int(ok.sum())
-    return {"slo_ttft_ms": ttft_ms, "slo_itl_ms": itl_ms, "requests": n_ok,
+    return {"slo_ttft_ms": ttft_ms, "slo_itl_ms": itl_ms, "slo_e2e_ms": e2e_ms, "requests": n_ok,
             "requests_per_s": n_ok / span_s if span_s > 0 else float("nan"),
             "attainment": n_ok / len(df) if len(df) else float("nan"),
             "output_tokens_per_s": float(done["output_tokens"].to_numpy()[ok].sum()) / span_s

@@ -14,8 +14,10 @@ class SloConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ttft_ms: float = Field(500.0, gt=0, description="time to first token objective")
-    itl_ms: float = Field(50.0, gt=0, description="inter-token latency objective (per-request mean)")
+    ttft_ms: float | None = Field(500.0, gt=0, description="time to first token objective (None: none)")
+    itl_ms: float | None = Field(50.0, gt=0, description="inter-token latency objective, per-request mean "
+                                 "(None: none)")
+    e2e_ms: float | None = Field(None, gt=0, description="end-to-end latency objective (None: none)")
 
 
 class PlannerConfig(BaseModel):

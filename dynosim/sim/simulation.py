@@ -111,8 +111,13 @@ def build_cluster(trace: Trace, cfg: RunConfig, clock: Clock) -> Cluster:
     return Cluster(frontend, router, workers, gaps, [pool])
 
 
-def simulate(trace: Trace, cfg: RunConfig) -> SimState:
-    """Replay ``trace`` through ``cfg``'s deployment in virtual time."""
+def simulate(trace: Trace, cfg: RunConfig, *, timeline_points: int = 0, record_passes: bool = False) -> SimState:
+    """Replay ``trace`` through ``cfg``'s deployment in virtual time.
+
+    ``timeline_points`` > 0 samples the pools about that many times (``extra["timeline"]``, a
+    ``TimelineSampler``); ``record_passes`` logs every pass per worker slot (``extra["passes"]``,
+    for trace events). Neither changes any result.
+    """
     t0 = time.perf_counter()
     clock = SimClock()
     if cfg.disagg is not None:
@@ -127,6 +132,14 @@ def simulate(trace: Trace, cfg: RunConfig) -> SimState:
 
         driver = PlannerDriver(cfg, cluster, clock)
         driver.start()
+    passes = _record_passes(cluster) if record_passes else None
+    sampler = None
+    if timeline_points > 0:
+        from dynosim.metrics.timeline import TimelineSampler
+
+        sampler = TimelineSampler.for_run(clock, cluster, trace, timeline_points,
+                                          closed_loop=cfg.concurrency is not None, planner=driver)
+        sampler.start()
     cluster.frontend.start()
     # The event loop allocates millions of short-lived, acyclic objects: reference counting
     # frees them, and pausing the cyclic collector saves its repeated full scans.
@@ -138,11 +151,28 @@ def simulate(trace: Trace, cfg: RunConfig) -> SimState:
         if gc_was_enabled:
             gc.enable()
     extra = {"router": cluster.router}
+    if sampler is not None:
+        extra["timeline"] = sampler
+    if passes is not None:
+        extra["passes"] = passes
     workers = cluster.workers
     if driver is not None:
         extra["planner"] = driver
         workers = [w for p in cluster.pools for w in p.workers] + driver.retired
     return SimState(cfg, cluster.frontend.requests, workers, cluster.gaps, time.perf_counter() - t0, extra=extra)
+
+
+def _record_passes(cluster: Cluster) -> dict[tuple[str, int], list]:
+    """One pass log per (pool role, worker slot), shared by every engine the slot holds (planner restarts)."""
+    logs: dict[tuple[str, int], list] = {}
+    for h in cluster.pools:
+        def track(w: Worker, role: str = h.role) -> Worker:
+            w.pass_log = logs.setdefault((role, w.wid), [])
+            return w
+        for w in h.workers:
+            track(w)
+        h.new_worker = (lambda wid, make=h.new_worker, track=track: track(make(wid)))
+    return logs
 
 
 def summarize_state(state: SimState) -> tuple[pd.DataFrame, dict]:
@@ -157,7 +187,7 @@ def summarize_state(state: SimState) -> tuple[pd.DataFrame, dict]:
         gpu_seconds = driver.gpu_seconds(start, end)
     slo = state.config.slo
     summary = summarize(df, gap_values, gap_counts, state.config.num_gpus, gpu_seconds=gpu_seconds,
-                        slo_ttft_ms=slo.ttft_ms, slo_itl_ms=slo.itl_ms)
+                        slo_ttft_ms=slo.ttft_ms, slo_itl_ms=slo.itl_ms, slo_e2e_ms=slo.e2e_ms)
     if driver is not None:
         summary["planner"] = driver.report()
     summary["preemptions"] = sum(w.sched.num_preemptions for w in state.workers)

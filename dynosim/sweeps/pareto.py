@@ -1,12 +1,13 @@
-"""Pareto frontiers over sweep results, with SLO filters and confidence intervals over repeats."""
+"""Pareto frontiers over sweep results, and confidence intervals over repeats."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-METRICS = ("output_tps_per_gpu", "tps_user_mean", "ttft_p50", "ttft_p90", "itl_mean", "e2e_p90",
-           "goodput_rps", "slo_attainment", "output_tps", "requests_per_s", "prefix_reuse")
+METRICS = ("output_tps_per_gpu", "tps_user_mean", "ttft_p50", "ttft_p90", "ttft_p99", "itl_mean", "itl_p90",
+           "e2e_p50", "e2e_p90", "goodput_rps", "slo_attainment", "output_tps", "requests_per_s", "prefix_reuse",
+           "num_gpus", "completed")
 
 
 def aggregate(results: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
@@ -33,21 +34,6 @@ def aggregate(results: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
         row["failed"] = int(g["failed"].sum()) if "failed" in g else 0
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def slo_filter(df: pd.DataFrame, *, ttft_p90: float | None = None, itl: float | None = None,
-               e2e: float | None = None) -> pd.Series:
-    """Points meeting every given objective (ms): p90 TTFT, mean ITL, p90 E2E; points with failures never do."""
-    ok = pd.Series(True, index=df.index)
-    if ttft_p90 is not None:
-        ok &= df["ttft_p90"] <= ttft_p90
-    if itl is not None:
-        ok &= df["itl_mean"] <= itl
-    if e2e is not None:
-        ok &= df["e2e_p90"] <= e2e
-    if "failed" in df:
-        ok &= df["failed"] == 0
-    return ok
 
 
 def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:

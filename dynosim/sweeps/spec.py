@@ -21,6 +21,7 @@ from dynosim.config import DisaggConfig, RouterParams, RunConfig
 from dynosim.disagg.transfer import TransferConfig
 from dynosim.engines.mocker.config import MockerArgs, merge_engine
 from dynosim.planner.config import SloConfig
+from dynosim.sweeps.objectives import Objectives
 
 
 class SweepSpec(BaseModel):
@@ -59,10 +60,31 @@ class SweepSpec(BaseModel):
     resample_fraction: float | None = Field(None, gt=0, le=1, description="with repeats: each seed replays its "
                                             "own random subset of this share of the sessions")
     trace_block_size: int = Field(512, gt=0)
-    slo: SloConfig = Field(default_factory=SloConfig)
+    slo: SloConfig = Field(default_factory=SloConfig, description="per-request goodput objectives when no "
+                           "objectives are given (objectives set them otherwise)")
+    objectives: Objectives = Field(default_factory=Objectives, description="latency limits every point is judged "
+                                   "by, and the target load (added to the loads when given and not among them; "
+                                   "default ×1, or the lightest load swept when ×1 is not)")
 
     @model_validator(mode="after")
     def _check(self) -> "SweepSpec":
+        if self.objectives.any and "slo" in self.model_fields_set:
+            raise ValueError("give objectives (ttft_p90_ms, itl_mean_ms, ...) or slo, not both: the objectives "
+                             "set the per-request goodput limits")
+        if self.concurrency:
+            target = self.objectives.target_load if "target_load" in self.objectives.model_fields_set \
+                else float(self.concurrency[0])
+            if target != int(target):
+                raise ValueError(f"objectives.target_load: {target:g} is not a whole concurrency")
+            self.objectives = self.objectives.model_copy(update={"target_load": target,
+                                                                 "target_kind": "concurrency"})
+            if int(target) not in self.concurrency:
+                self.concurrency = sorted({*self.concurrency, int(target)})
+        elif "target_load" not in self.objectives.model_fields_set:   # default: ×1, else the lightest load swept
+            if 1.0 not in self.arrival_speedups:
+                self.objectives = self.objectives.model_copy(update={"target_load": min(self.arrival_speedups)})
+        elif self.objectives.target_load not in self.arrival_speedups:
+            self.arrival_speedups = sorted({*self.arrival_speedups, self.objectives.target_load})
         for name, vals in (("tp", self.tp), ("ep", self.ep), ("dp", self.dp)):
             if any(v <= 0 for v in vals):
                 raise ValueError(f"{name} values must be > 0")
@@ -215,7 +237,8 @@ def expand(spec: SweepSpec) -> list[SweepPoint]:
         engine = {**spec.engine, **eg, **fields["engine"]}
         cfg = RunConfig(**{k: v for k, v in fields.items() if k != "engine"}, engine=MockerArgs(**engine),
                         router_mode=router_mode, router=RouterParams(**rp), arrival_speedup=speed, seed=seed,
-                        trace_block_size=spec.trace_block_size, slo=spec.slo, concurrency=conc)
+                        trace_block_size=spec.trace_block_size, slo=spec.objectives.slo() or spec.slo,
+                        concurrency=conc)
         pid = point_id(cfg, spec.resample_fraction)
         if pid in seen:
             continue

@@ -10,8 +10,9 @@ from typing import Callable
 import pandas as pd
 import yaml
 
-from dynosim.sweeps.pareto import aggregate, frontier, slo_filter
-from dynosim.sweeps.plots import plot_pareto
+from dynosim.sweeps.pareto import aggregate, frontier
+from dynosim.sweeps.plots import load_file, plot_cross_load, plot_load
+from dynosim.sweeps.recommend import miss_text, recommend, where_text
 from dynosim.sweeps.runner import execute
 from dynosim.sweeps.spec import SweepSpec, expand
 from dynosim.sweeps.store import ResultStore
@@ -20,18 +21,24 @@ from dynosim.sweeps.store import ResultStore
 @dataclass
 class SweepResult:
     results: pd.DataFrame      # one row per point and seed
-    points: pd.DataFrame       # one row per point (seeds aggregated: mean and _ci)
-    frontier: pd.DataFrame     # Pareto-optimal points meeting the SLO filters
+    points: pd.DataFrame       # one row per point (seeds aggregated: mean and _ci; meets_slo, missed)
+    frontier: pd.DataFrame     # per load level, the Pareto-optimal points meeting the objectives
+    recommendation: dict       # recommendation.json (schema dynosim.recommendation/1)
     out: Path
     ran: int                   # points simulated in this call (the rest came from the store)
 
+    @property
+    def feasible(self) -> bool:
+        """Whether a deployment meets every objective at the target load."""
+        return bool(self.recommendation["feasible"])
+
 
 def sweep(trace: str | Path, spec: SweepSpec, out: str | Path, *, executor: str = "local", jobs: int | None = None,
-          limit: int | None = None, ray_address: str | None = None, ttft_p90: float | None = None,
-          itl: float | None = None, e2e: float | None = None,
+          limit: int | None = None, ray_address: str | None = None,
           progress: Callable[[int, int], None] = lambda done, total: None) -> SweepResult:
-    """Run ``spec`` on ``trace`` into ``out`` (resuming what is there); writes results.parquet, points.csv,
-    pareto.csv (tokens/s/GPU vs tokens/s/user), pareto_ttft.csv (tokens/s/GPU vs p90 TTFT) and pareto.png."""
+    """Run ``spec`` on ``trace`` into ``out`` (resuming what is there), judge every point by
+    ``spec.objectives`` and write results.parquet, points.csv, recommendation.json, pareto.csv and
+    pareto_ttft.csv (the frontiers per load), pareto.png (all loads) and pareto_<load>.png (one per load)."""
     trace = str(Path(trace).resolve())
     if not Path(trace).exists():
         raise FileNotFoundError(f"trace not found: {trace}")
@@ -52,15 +59,46 @@ def sweep(trace: str | Path, spec: SweepSpec, out: str | Path, *, executor: str 
     execute(todo, trace, executor=executor, jobs=jobs, limit=limit, ray_address=ray_address, on_result=record)
     results = store.frame([p.id for p in points])
     results.to_parquet(store.dir / "results.parquet", index=False)
+    obj = spec.objectives
     agg = aggregate(results)
-    agg["meets_slo"] = slo_filter(agg, ttft_p90=ttft_p90, itl=itl, e2e=e2e)
+    agg["meets_slo"] = obj.meets(agg)
+    agg["missed"] = [miss_text({"missed": [m.as_dict() for m in obj.misses(r)], "failed_requests":
+                                int(r.get("failed", 0))}) if not ok else ""
+                     for (_, r), ok in zip(agg.iterrows(), agg["meets_slo"])]
     agg.to_csv(store.dir / "points.csv", index=False)
-    front = frontier(agg[agg["meets_slo"]])
+    rate = offered_rate(trace, spec.trace_block_size, limit) if not spec.concurrency else None
+    rec = recommend(agg, obj, gpu_budget=spec.gpu_budget, trace=trace, rate_rps=rate)
+    (store.dir / "recommendation.json").write_text(json.dumps(rec, indent=2) + "\n")
+    fronts, ttft_fronts = [], []
+    for old in (*store.dir.glob("pareto_x*.png"), *store.dir.glob("pareto_c*.png")):
+        old.unlink()                                   # a resumed sweep with other loads leaves no stale plot
+    for load, at in agg.groupby("load", sort=True):
+        ok = at["meets_slo"]
+        fronts.append(frontier(at[ok]))
+        ttft_fronts.append(ttft_front(at[ok]))
+        kind = str(at["load_kind"].iloc[0])
+        entry = next(x for x in rec["loads"] if x["load"] == float(load))
+        plot_load(at, ok, obj, store.dir / load_file(float(load), kind),
+                  title=f"{Path(trace).name} at {where_text(entry)}, {spec.gpu_budget} GPUs")
+    front = pd.concat(fronts, ignore_index=True) if fronts else agg.iloc[:0]
     front.to_csv(store.dir / "pareto.csv", index=False)
-    ttft_front(agg[agg["meets_slo"]]).to_csv(store.dir / "pareto_ttft.csv", index=False)
-    plot_pareto(agg[agg["meets_slo"]], front, store.dir / "pareto.png",
-                title=f"{Path(trace).name}: {spec.gpu_budget} GPUs, {len(agg)} points")
-    return SweepResult(results, agg, front, store.dir, len(todo))
+    (pd.concat(ttft_fronts, ignore_index=True) if ttft_fronts else agg.iloc[:0]).to_csv(
+        store.dir / "pareto_ttft.csv", index=False)
+    plot_cross_load(agg, agg["meets_slo"], obj, store.dir / "pareto.png",
+                    title=f"{Path(trace).name}, {spec.gpu_budget} GPUs")
+    return SweepResult(results, agg, front, rec, store.dir, len(todo))
+
+
+def offered_rate(trace: str, trace_block_size: int, limit: int | None) -> float | None:
+    """The trace's own arrival rate (requests per second over the span of its timestamps) at ×1."""
+    from dynosim.traces.mooncake import load_trace
+
+    tr = load_trace(trace, trace_block_size=trace_block_size, limit=limit)
+    stamps = [t.row.timestamp_ms for s in tr.sessions for t in s.turns if t.row.timestamp_ms is not None]
+    if len(stamps) < 2:
+        stamps = [s.start_ms for s in tr.sessions]
+    span_s = (max(stamps) - min(stamps)) / 1000.0 if stamps else 0.0
+    return tr.n_requests / span_s if span_s > 0 else None
 
 
 def check_timings(points) -> None:

@@ -134,7 +134,9 @@ class LiveRun:
     def summary(self) -> dict:
         df = requests_frame(self.requests)
         gaps = self.token_gaps()
-        s = summarize(df, gaps, np.ones(len(gaps), dtype=np.int64), self.config.num_gpus)
+        slo = self.config.slo
+        s = summarize(df, gaps, np.ones(len(gaps), dtype=np.int64), self.config.num_gpus,
+                      slo_ttft_ms=slo.ttft_ms, slo_itl_ms=slo.itl_ms, slo_e2e_ms=slo.e2e_ms)
         s["requests"]["not_sent"] = self.not_sent
         s["requests"]["total"] += self.not_sent
         s["aborted"] = self.aborted
