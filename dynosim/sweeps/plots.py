@@ -115,7 +115,23 @@ def _tp_colors(points: pd.DataFrame) -> dict:
 
 
 def plot_load(points: pd.DataFrame, ok: pd.Series, obj: Objectives, path: str | Path, *, title: str) -> Path:
-    """The frontiers at one load level: throughput per GPU vs speed per user, and vs p90 TTFT."""
+    """``load_figure`` saved as a PNG."""
+    out = Path(path)
+    load_figure(points, ok, obj, title=title).savefig(out, dpi=100)
+    return out
+
+
+def plot_cross_load(points: pd.DataFrame, ok: pd.Series, obj: Objectives, path: str | Path, *,
+                    title: str) -> Path:
+    """``cross_load_figure`` saved as a PNG."""
+    out = Path(path)
+    cross_load_figure(points, ok, obj, title=title).savefig(out, dpi=100)
+    return out
+
+
+def load_figure(points: pd.DataFrame, ok: pd.Series, obj: Objectives, *, title: str):
+    """The frontiers at one load level: throughput per GPU vs speed per user, and vs p90 TTFT (a Figure;
+    ``ok`` marks the points meeting every objective)."""
     fig, axes = _figure(2)
     pts = points.assign(tp=points["tp"] if "tp" in points else 1)
     colors = _tp_colors(pts)
@@ -131,14 +147,11 @@ def plot_load(points: pd.DataFrame, ok: pd.Series, obj: Objectives, path: str | 
     fig.suptitle(f"{title}: {len(pts)} deployments, {n_ok} meet {obj.text()}"
                  + (f"; frontier {n_front}" if n_ok else " (none does)"), fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    out = Path(path)
-    fig.savefig(out, dpi=100)
-    return out
+    return fig
 
 
-def plot_cross_load(points: pd.DataFrame, ok: pd.Series, obj: Objectives, path: str | Path, *,
-                    title: str) -> Path:
-    """Every deployment at every load, coloured by load: how far each load moves the frontier."""
+def cross_load_figure(points: pd.DataFrame, ok: pd.Series, obj: Objectives, *, title: str):
+    """Every deployment at every load, coloured by load: how far each load moves the frontier (a Figure)."""
     fig, axes = _figure(2)
     loads = sorted(points["load"].unique()) if len(points) else []
     kind = points["load_kind"].iloc[0] if len(points) and "load_kind" in points else "rate"
@@ -159,9 +172,7 @@ def plot_cross_load(points: pd.DataFrame, ok: pd.Series, obj: Objectives, path: 
     fig.suptitle(f"{title}: {len(points)} points over {len(loads)} loads, {int(ok.sum())} meet {obj.text()} "
                  "(per-load plots: pareto_<load>.png)", fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    out = Path(path)
-    fig.savefig(out, dpi=100)
-    return out
+    return fig
 
 
 def load_file(load: float, kind: str) -> str:
