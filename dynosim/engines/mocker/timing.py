@@ -221,14 +221,23 @@ class InterpolatedTiming:
 _PROFILE_EXTS = (".yaml", ".yml", ".json", ".npz")
 
 
+_BUNDLED = Path(__file__).resolve().parents[2] / "profiles"
+
+
+def bundled_profiles() -> list[str]:
+    """The names of the profiles shipped in ``dynosim/profiles``, sorted (what an unknown name is told)."""
+    return sorted(p.stem for p in _BUNDLED.iterdir() if p.suffix in _PROFILE_EXTS) if _BUNDLED.is_dir() else []
+
+
 def bundled_profile(name: str) -> Path:
     """Path of a profile shipped in ``dynosim/profiles`` (name without extension)."""
-    root = Path(__file__).resolve().parents[2] / "profiles"
     for ext in _PROFILE_EXTS:
-        p = root / f"{name}{ext}"
+        p = _BUNDLED / f"{name}{ext}"
         if p.exists():
             return p
-    raise FileNotFoundError(f"no bundled profile named {name!r} in {root}")
+    names = ", ".join(bundled_profiles()) or "none"
+    raise FileNotFoundError(f"no bundled profile named {name!r} (bundled: {names}); "
+                            "or give the path of a profile file (`dynosim calibrate` writes one)")
 
 
 def resolve_profile(profile: str | Path) -> Path:
@@ -357,6 +366,8 @@ TIMING_MODELS: dict[str, Callable[..., TimingModel]] = {
 }
 # models priced for a named model and GPU: they take the hardware section and the draft length
 HARDWARE_TIMINGS = ("aic", "roofline")
+# models that read a timing profile (the others ignore or refuse one: the CLI says so instead of dropping it)
+PROFILE_TIMINGS = ("aic", "polynomial", "interpolated")
 
 
 def make_timing(name: str, profile: str | None = None, params: dict | None = None, hardware=None,

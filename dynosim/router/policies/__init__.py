@@ -39,4 +39,20 @@ def make_policy(name: str, seed: int = 0, **params: object) -> RoutingPolicy:
     return POLICIES[canonical_mode(name)](seed=seed, **params)
 
 
-__all__ = ["ALIASES", "POLICIES", "RoutingPolicy", "canonical_mode", "make_policy"]
+def policy_options(name: str) -> tuple[str, ...]:
+    """The option keys the named policy reads (its declared ``options``)."""
+    return tuple(getattr(POLICIES[canonical_mode(name)], "options", ()))
+
+
+def check_policy_options(name: str, keys) -> None:
+    """Refuse option keys the named policy would ignore (a misspelling, or an option of another router)."""
+    valid = policy_options(name)
+    unknown = sorted(k for k in keys if k not in valid)
+    if unknown:
+        mode = canonical_mode(name)
+        takes = f"it takes {', '.join(valid)}" if valid else "it takes none"
+        raise ValueError(f"the {mode} router has no option {', '.join(unknown)} ({takes})")
+
+
+__all__ = ["ALIASES", "POLICIES", "RoutingPolicy", "canonical_mode", "check_policy_options", "make_policy",
+           "policy_options"]

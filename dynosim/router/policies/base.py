@@ -17,6 +17,9 @@ from dynosim.router.context import RoutingContext
 class RoutingPolicy(Protocol):
     name: str
     uses_overlap: bool  # the router must keep a KV indexer for it
+    # the keyword options the constructor reads (router parameters and `--router-option` keys); anything
+    # else it is given has no effect, so callers refuse it instead of dropping it silently
+    options: tuple[str, ...]
 
     def select(self, req: Request, ctx: RoutingContext) -> int:
         """Pick one of ``ctx.workers`` for ``req``."""
@@ -33,6 +36,7 @@ class StatelessPolicy:
 
     name = "stateless"
     uses_overlap = False
+    options: tuple[str, ...] = ()
 
     def on_first_token(self, req: Request, now: float) -> None:
         return None

@@ -22,6 +22,8 @@ class KvPolicy:
     name = "kv"
     uses_overlap = True
     uses_load = True
+    options = ("overlap_score_credit", "prefill_load_scale", "temperature", "tie_break", "track_active_blocks",
+               "assume_kv_reuse")
 
     def __init__(self, seed: int = 0, *, overlap_score_credit: float = 1.0, prefill_load_scale: float = 1.0,
                  temperature: float = 0.0, tie_break: str = "random", track_active_blocks: bool = True,

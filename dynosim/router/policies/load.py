@@ -20,6 +20,7 @@ from dynosim.router.context import RoutingContext, argmin_random
 class _LoadPolicy:
     uses_overlap = False
     uses_load = True
+    options: tuple[str, ...] = ()
 
     def on_first_token(self, req: Request, now: float) -> None:
         return None
@@ -59,6 +60,7 @@ class PowerOfTwoPolicy(_LoadPolicy):
 
 class DeviceAwareWeightedPolicy(_LoadPolicy):
     name = "device-aware-weighted"
+    options = ("device_types", "cuda_to_cpu_ratio")
 
     def __init__(self, seed: int = 0, *, device_types: Sequence[str] | None = None, cuda_to_cpu_ratio: int = 8,
                  **_: object):

@@ -273,6 +273,8 @@ class ThompsonPolicy:
     name = "thompson"
     uses_overlap = True
     uses_load = True
+    options = ("variant", "preset", "params", "overlap_as_count", "zero_load_metrics", "post_decision_context",
+               "metrics_interval_ms", "record")
 
     def __init__(self, seed: int = 0, *, variant: str = "optimized", preset: str = "tuned",
                  params: Mapping[str, Any] | None = None, overlap_as_count: bool | None = None,
