@@ -100,3 +100,14 @@ def test_objectives_drive_goodput_and_the_target_load_is_swept():
     with pytest.raises(ValidationError, match="objectives .* or slo, not both"):
         SweepSpec(objectives={"ttft_p90_ms": 1}, slo={"ttft_ms": 2})
     assert Objectives().slo() is None and not Objectives().any
+
+
+def test_a_near_tie_goes_to_the_deployment_with_more_headroom():
+    """Within 2% on tokens/s/GPU, the deployment that meets the objectives up to a higher load wins."""
+    pts = POINTS.copy()
+    pts.loc[(pts["config"] == "B") & (pts["load"] == 1.0), "output_tps_per_gpu"] = 99.0   # 1% behind A
+    one = _at(recommend(pts, OBJ, gpu_budget=16), 1.0)
+    assert one["best"]["config"] == "B" and one["best_max_load"] == 4.0        # B meets up to ×4, A only ×1
+    assert one["runner_up"]["config"] == "A" and one["margin"]["ratio"] == pytest.approx(-0.01)
+    rec = recommend(pts, OBJ, gpu_budget=16)
+    assert "near tie" in rec["verdict"] and "B wins on headroom: it meets the objectives up to ×4" in rec["verdict"]

@@ -57,6 +57,29 @@ def _badness(rej: dict[str, Any]) -> float:
     return worst + (1e9 if rej["failed_requests"] else 0.0) + (1e12 if None in pcts else 0.0)
 
 
+def _headroom(feasible: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Per deployment: the highest load it meets the objectives at, and its tokens/s/GPU there."""
+    out = {}
+    for config, g in feasible.groupby("config", sort=False):
+        top = g.loc[g["load"].idxmax()]
+        out[str(config)] = (float(top["load"]), float(top[RANK]))
+    return out
+
+
+def rank(ok: pd.DataFrame, headroom: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """Feasible points at one load, best first: most output tokens/s/GPU; within ``NEAR_TIE`` of the top
+    (deployments that all keep up serve the same tokens) the one meeting the objectives up to the highest
+    load wins (then the one with more tokens/s/GPU there), then the lower p90 TTFT."""
+    if ok.empty:
+        return ok
+    top = float(ok[RANK].max())
+    tied = ok[RANK] >= top * (1 - NEAR_TIE)
+    room = [headroom.get(c, (0.0, 0.0)) if t else (0.0, 0.0) for c, t in zip(ok["config"], tied)]
+    key = pd.DataFrame({"tied": ~tied, "room": [-r[0] for r in room], "room_tps": [-r[1] for r in room],
+                        "tps": -ok[RANK], "ttft": ok["ttft_p90"]}, index=ok.index)
+    return ok.loc[key.sort_values(["tied", "room", "room_tps", "tps", "ttft"]).index]
+
+
 def fewest_gpus(points: pd.DataFrame, meets: pd.Series, load: float, budget: int) -> dict[str, Any] | None:
     """The deployment that carries ``load`` on the fewest GPUs, from the highest load each one meets the
     objectives at (ties: more output tokens/s/GPU)."""
@@ -80,10 +103,11 @@ def recommend(points: pd.DataFrame, obj: Objectives, *, gpu_budget: int, trace: 
               rate_rps: float | None = None) -> dict[str, Any]:
     """The recommendation over aggregated sweep points. ``rate_rps``: the trace's offered rate at ×1."""
     meets = obj.meets(points) if len(points) else pd.Series(dtype=bool)
+    headroom = _headroom(points[meets]) if len(points) else {}
     loads = []
     for load, at in points.groupby("load", sort=True):
         kind = str(at["load_kind"].iloc[0]) if "load_kind" in at else "rate"
-        ok = at[meets.loc[at.index]].sort_values([RANK, "ttft_p90"], ascending=[False, True])
+        ok = rank(at[meets.loc[at.index]], headroom)
         bad = at[~meets.loc[at.index]]
         rejected = sorted((_rejection(r, obj) for _, r in bad.iterrows()), key=_badness)
         best = _point(ok.iloc[0]) if len(ok) else None
@@ -101,6 +125,7 @@ def recommend(points: pd.DataFrame, obj: Objectives, *, gpu_budget: int, trace: 
             by_config = {str(r["config"]): r for _, r in bad.iterrows()}
             closest = [{**_point(by_config[rej["config"]]), **rej} for rej in rejected[:3]]
         loads.append({"load": float(load), "load_kind": kind,
+                      "best_max_load": headroom[best["config"]][0] if best else None,
                       "rate_rps": rate_rps * float(load) if rate_rps is not None and kind == "rate" else None,
                       "points": int(len(at)), "feasible_points": int(len(ok)), "best": best, "runner_up": runner,
                       "margin": margin, "fewest_gpus": fewest_gpus(points, meets, float(load), gpu_budget),
@@ -153,7 +178,7 @@ def verdict(rec: dict[str, Any], obj: Objectives) -> str:
         fg = entry["fewest_gpus"]
         if fg:
             out.append(f"{fg['config']} meets them up to {load_text(fg['max_load'], entry['load_kind'])}, so "
-                       f"about {fg['gpus']} GPUs would carry {load_text(entry['load'], entry['load_kind'])} "
+                       f"about {_gpus(fg['gpus'])} would carry {load_text(entry['load'], entry['load_kind'])} "
                        "(extrapolated).")
         return " ".join(out)
     b = entry["best"]
@@ -163,16 +188,17 @@ def verdict(rec: dict[str, Any], obj: Objectives) -> str:
         pct = 100 * m["ratio"] if m["ratio"] is not None else float("nan")
         ci = f" ± {m['ci']:,.1f}" if m["ci"] is not None else ""
         out.append(f"Runner-up {r['config']}: {r['figures'][RANK]:,.0f} tok/s/GPU ({pct:+.1f}%{ci}).")
-        if m["significant"] is False or (m["ratio"] is not None and m["ratio"] < NEAR_TIE):
-            out.append("That is a near tie: at a fixed load every deployment that keeps up serves the same tokens, "
-                       "so the GPUs needed decide.")
+        if m["significant"] is False or (m["ratio"] is not None and abs(m["ratio"]) < NEAR_TIE):
+            out.append("That is a near tie (at a fixed load every deployment that keeps up serves the same "
+                       f"tokens); {b['config']} wins on headroom: it meets the objectives up to "
+                       f"{load_text(entry['best_max_load'], entry['load_kind'])}.")
     elif r is None:
         out.append("It is the only deployment that meets them.")
     fg = entry["fewest_gpus"]
     if fg:
         ext = " (extrapolated beyond the budget)" if fg["extrapolated"] else ""
         out.append(f"Fewest GPUs: {fg['config']} meets the objectives up to "
-                   f"{load_text(fg['max_load'], entry['load_kind'])} on {budget} GPUs, so about {fg['gpus']} GPUs "
+                   f"{load_text(fg['max_load'], entry['load_kind'])} on {budget} GPUs, so about {_gpus(fg['gpus'])} "
                    f"carry {load_text(entry['load'], entry['load_kind'])}{ext}.")
     n_rej = len(entry["rejected"])
     if n_rej:
@@ -186,6 +212,10 @@ def verdict(rec: dict[str, Any], obj: Objectives) -> str:
         out.append(f"{n_rej} of {entry['points']} deployments miss at {load_text(entry['load'], entry['load_kind'])}: "
                    f"{why}.")
     return " ".join(out)
+
+
+def _gpus(n: int) -> str:
+    return f"{n} GPU" + ("" if n == 1 else "s")
 
 
 def _miss_text(rej: dict[str, Any]) -> list[str]:
