@@ -37,9 +37,10 @@ def _label_inside(ax, x: float, y: float, text: str) -> None:
         else (x - x0) / (x1 - x0)
     ty = (y - y0) / (y1 - y0)
     right, top = tx > 0.55, ty > 0.6
-    ax.annotate(text, (x, y), textcoords="offset points", xytext=(-6 if right else 6, -10 if top else 6),
+    ax.annotate(text, (x, y), textcoords="offset points", xytext=(-16 if right else 16, -16 if top else 16),
                 ha="right" if right else "left", va="top" if top else "bottom", fontsize=7, annotation_clip=True,
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7})
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7},
+                arrowprops={"arrowstyle": "-", "linewidth": 0.6, "color": "0.3", "shrinkA": 0, "shrinkB": 3})
 
 
 def _objective_lines(ax, x: str, obj: Objectives) -> None:
