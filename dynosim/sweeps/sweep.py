@@ -66,8 +66,9 @@ def sweep(trace: str | Path, spec: SweepSpec, out: str | Path, *, executor: str 
                                 int(r.get("failed", 0))}) if not ok else ""
                      for (_, r), ok in zip(agg.iterrows(), agg["meets_slo"])]
     agg.to_csv(store.dir / "points.csv", index=False)
-    rate = offered_rate(trace, spec.trace_block_size, limit) if not spec.concurrency else None
+    rate, notes = offered_rate(trace, spec.trace_block_size, limit, spec.concurrency == [])
     rec = recommend(agg, obj, gpu_budget=spec.gpu_budget, trace=trace, rate_rps=rate)
+    rec["trace_notes"] = list(notes)
     (store.dir / "recommendation.json").write_text(json.dumps(rec, indent=2) + "\n")
     fronts, ttft_fronts = [], []
     for old in (*store.dir.glob("pareto_x*.png"), *store.dir.glob("pareto_c*.png")):
@@ -89,16 +90,20 @@ def sweep(trace: str | Path, spec: SweepSpec, out: str | Path, *, executor: str 
     return SweepResult(results, agg, front, rec, store.dir, len(todo))
 
 
-def offered_rate(trace: str, trace_block_size: int, limit: int | None) -> float | None:
-    """The trace's own arrival rate (requests per second over the span of its timestamps) at ×1."""
+def offered_rate(trace: str, trace_block_size: int, limit: int | None, timed: bool = True
+                 ) -> tuple[float | None, tuple[str, ...]]:
+    """The trace's own arrival rate (requests per second over the span of its timestamps) at ×1 (None for a
+    closed-loop sweep, ``timed`` False), and the notes loading it raised."""
     from dynosim.traces.mooncake import load_trace
 
-    tr = load_trace(trace, trace_block_size=trace_block_size, limit=limit)
+    tr = load_trace(trace, trace_block_size=trace_block_size, limit=limit, require_timestamps=timed)
+    if not timed:
+        return None, tr.notes
     stamps = [t.row.timestamp_ms for s in tr.sessions for t in s.turns if t.row.timestamp_ms is not None]
     if len(stamps) < 2:
         stamps = [s.start_ms for s in tr.sessions]
     span_s = (max(stamps) - min(stamps)) / 1000.0 if stamps else 0.0
-    return tr.n_requests / span_s if span_s > 0 else None
+    return (tr.n_requests / span_s if span_s > 0 else None), tr.notes
 
 
 def check_timings(points) -> None:

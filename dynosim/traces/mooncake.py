@@ -13,6 +13,9 @@ Row fields (one JSON object per line; blank lines are skipped):
   ``len(hash_ids) * trace_block_size``.
 - ``output_length`` | ``output_tokens``: required, >= 1.
 - ``hash_ids``: required, non-negative ints < 2**64, one per trace block.
+  Blocks become tokens ``hash_id as u32`` (Dynamo's rule); when a trace holds
+  ids ≥ 2**32 that would alias distinct prefixes, so every id is renumbered
+  densely in order of first appearance instead (``Trace.notes`` says so).
 - ``session_id`` (str, or int taken as its decimal string),
   ``delay`` | ``delay_ms`` (ms, >= 0), ``priority`` (int).
 - Any other key is kept verbatim in ``TraceRow.extra``.
@@ -53,7 +56,7 @@ import json
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 _U64_LIMIT = 1 << 64
 
@@ -110,6 +113,7 @@ class Trace:
     trace_block_size: int
     speedup: float
     sessions: tuple[Session, ...]
+    notes: tuple[str, ...] = ()      # what loading changed that a user should know (printed as warnings)
 
     @property
     def n_requests(self) -> int:
@@ -137,7 +141,8 @@ class Trace:
             raise ValueError(f"resample fraction must be in (0, 1], got {fraction}")
         k = max(1, round(fraction * len(self.sessions)))
         keep = sorted(random.Random(seed).sample(range(len(self.sessions)), k))
-        return Trace(self.path, self.trace_block_size, self.speedup, tuple(self.sessions[i] for i in keep))
+        return Trace(self.path, self.trace_block_size, self.speedup, tuple(self.sessions[i] for i in keep),
+                     self.notes)
 
     def rows(self) -> list[TraceRow]:
         """Every row in file order, e.g. to hash prompts up front."""
@@ -337,8 +342,31 @@ def load_trace(path, *, trace_block_size: int = 512, speedup: float = 1.0, limit
     if n == 0:
         raise TraceError(spath, None, None, "no requests in trace")
 
+    notes = _renumber_wide_ids(spath, starts)
     origin = min((ts for ts, _, _ in starts if ts is not None), default=0.0)
     sessions = [Session(sid, 0.0 if ts is None else (ts - origin) / speedup, tuple(turns))
                 for ts, turns, sid in starts]
     sessions.sort(key=lambda s: (s.start_ms, s.turns[0].row.line))
-    return Trace(spath, trace_block_size, float(speedup), tuple(sessions))
+    return Trace(spath, trace_block_size, float(speedup), tuple(sessions), notes)
+
+
+def _renumber_wide_ids(path: str, starts: list[tuple[float | None, list[Turn], str]]) -> tuple[str, ...]:
+    """Blocks hash as the token ``hash_id as u32``, so ids ≥ 2**32 would alias ids that share their low 32 bits
+    (two different prefixes sharing cache). If any id is that wide, renumber all of them densely by first
+    appearance, in place; distinct ids stay distinct and equal ids equal. Returns the note to show."""
+    rows = sorted((t.row for _, turns, _ in starts for t in turns), key=lambda r: r.line)
+    wide = next((r for r in rows if r.hash_ids and max(r.hash_ids) > 0xFFFFFFFF), None)
+    if wide is None:
+        return ()
+    ids: dict[int, int] = {}
+    for r in rows:
+        for h in r.hash_ids:
+            ids.setdefault(h, len(ids))
+    if len(ids) > 0xFFFFFFFF:
+        raise TraceError(path, None, "hash_ids", "more than 2**32 distinct ids: they cannot be told apart as u32 tokens")
+    for _, turns, _ in starts:
+        for k, t in enumerate(turns):
+            turns[k] = Turn(replace(t.row, hash_ids=tuple(ids[h] for h in t.row.hash_ids)), t.delay_ms)
+    return (f"hash_ids ≥ 2**32 (first on line {wide.line}): all {len(ids):,} distinct ids renumbered 0.."
+            f"{len(ids) - 1:,} so none alias (Dynamo 1.6.1 keeps only their low 32 bits, which would merge "
+            "distinct prefixes)",)
