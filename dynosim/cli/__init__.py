@@ -1,7 +1,7 @@
 """Command line: thin wrappers that parse, call the library, print and save.
 
 One module per group of commands (``run``, ``traces``, ``validate``, ``sweep``,
-``hardware``);
+``hardware``, ``report``);
 importing this package registers them all on ``app``.
 """
 
@@ -15,6 +15,7 @@ from dynosim.cli import traces  # noqa: F401,E402
 from dynosim.cli import validate  # noqa: F401,E402
 from dynosim.cli import sweep  # noqa: F401,E402
 from dynosim.cli import hardware  # noqa: F401,E402
+from dynosim.cli import report  # noqa: F401,E402
 
 __all__ = ["app", "main", "trace_app"]
 
