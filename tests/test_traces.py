@@ -272,3 +272,53 @@ def test_ids_wider_than_32_bits_never_alias(tmp_path):
     assert res.requests["reused_tokens"].tolist() == [0, 0, 512]
     assert res.summary["run"]["trace_notes"] == list(tr.notes)
     assert load_trace(write(tmp_path, row(0, ids=(1, 2)), name="narrow.jsonl")).notes == ()
+
+
+def test_compressed_traces_load_like_the_plain_file(tmp_path):
+    """gzip and zstd traces (told by magic bytes, whatever the name) give the same rows."""
+    import gzip
+
+    import zstandard
+
+    raw = EXAMPLE_1K.read_bytes()[:200_000]
+    raw = raw[: raw.rindex(b"\n") + 1]
+    plain = tmp_path / "t.jsonl"
+    plain.write_bytes(raw)
+    gz = tmp_path / "t.jsonl.gz"
+    gz.write_bytes(gzip.compress(raw))
+    zst = tmp_path / "t.jsonl.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(raw))
+    want = load_trace(plain).rows()
+    assert len(want) > 10
+    assert load_trace(gz).rows() == want and load_trace(zst).rows() == want
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(gzip.compress(raw)[:300])                    # a cut-off download
+    with pytest.raises(TraceError, match="bad.gz.*cannot decompress|bad.gz.*line"):
+        load_trace(bad)
+
+
+def test_a_directory_or_a_file_without_newlines_is_a_clear_error(tmp_path, monkeypatch):
+    import dynosim.traces.mooncake as mooncake
+
+    with pytest.raises(TraceError, match="is a directory"):
+        load_trace(tmp_path)
+    monkeypatch.setattr(mooncake, "MAX_LINE_BYTES", 1000)
+    p = tmp_path / "blob.jsonl"
+    p.write_bytes(b"x" * 5000)
+    with pytest.raises(TraceError, match=r"blob.jsonl, line 1: longer than .* without a newline"):
+        load_trace(p)
+
+
+def test_inspect_and_convert_refuse_empty_results(tmp_path):
+    from dynosim.traces.convert import shrink
+    from dynosim.traces.inspect import inspect_trace
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(TraceError, match="empty.jsonl: no requests"):
+        inspect_trace(empty)
+    p = write(tmp_path, row(0), row(1))
+    with pytest.raises(ValueError, match="no rows to write: the file has 2 row.s. and --skip is 5"):
+        shrink(p, skip=5)
+    with pytest.raises(ValueError, match="longer than 10 tokens"):
+        shrink(p, max_total_tokens=10)

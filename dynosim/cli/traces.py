@@ -97,5 +97,6 @@ def trace_convert(
     except ValueError as exc:
         fail(str(exc))
     write_jsonl(res.rows, out)
-    console.print(f"wrote {len(res.rows):,} rows to {out} (trace block size now {res.trace_block_size}; "
-                  f"{res.dropped_too_long:,} of {res.scanned:,} rows left out as longer than {max_total_tokens} tokens)")
+    left_out = f"; {res.dropped_too_long:,} of {res.scanned:,} rows left out as longer than {max_total_tokens} " \
+        "tokens" if max_total_tokens is not None else ""
+    console.print(f"wrote {len(res.rows):,} rows to {out} (trace block size now {res.trace_block_size}{left_out})")

@@ -13,6 +13,7 @@ never dropped silently.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from dynosim.traces.mooncake import iter_rows
@@ -37,8 +38,9 @@ def shrink(path, *, token_scale: int = 1, trace_block_size: int = 512, skip: int
         raise ValueError("skip must be >= 0 and limit >= 1")
     new_tbs = trace_block_size // token_scale
     rows: list[dict] = []
-    dropped = scanned = 0
+    dropped = scanned = total = 0
     for i, r in enumerate(iter_rows(path, trace_block_size)):
+        total = i + 1
         if i < skip:
             continue
         if limit is not None and len(rows) >= limit:
@@ -60,4 +62,8 @@ def shrink(path, *, token_scale: int = 1, trace_block_size: int = 512, skip: int
         if r.priority is not None:
             row["priority"] = r.priority
         rows.append(row)
+    if not rows:
+        why = f"the file has {total} row(s) and --skip is {skip}" if scanned == 0 else \
+            f"all {scanned} row(s) scanned are longer than {max_total_tokens} tokens (--max-total-tokens)"
+        raise ValueError(f"{os.fspath(path)}: no rows to write: {why}")
     return ShrinkResult(rows, new_tbs, dropped, scanned)

@@ -13,11 +13,13 @@ Mooncake conversation trace is 85,401 where numpy's linear rule gives 85,400).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from rich.table import Table
 
 from dynosim.metrics.stats import distribution
-from dynosim.traces.mooncake import iter_rows
+from dynosim.traces.mooncake import TraceError, iter_rows
 
 _STAT_KEYS = ("mean", "p50", "p90", "p99", "max")
 
@@ -58,6 +60,8 @@ def inspect_trace(path, trace_block_size: int = 512) -> dict:
             node = child
         hits.append(hit)
 
+    if not isl:
+        raise TraceError(os.fspath(path), None, None, "no requests in trace")
     isl_a = np.asarray(isl, dtype=np.int64)
     blocks_a = np.asarray(n_blocks, dtype=np.int64)
     hits_a = np.asarray(hits, dtype=np.int64)

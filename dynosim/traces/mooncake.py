@@ -291,12 +291,54 @@ def _iter_checked(path, trace_block_size: int, clamp_input_length: bool) -> Iter
         raise ValueError(f"trace_block_size must be a positive integer, got {trace_block_size!r}")
     spath = os.fspath(path)
     tracker = _SessionTracker(spath)
-    with open(spath, "rb") as fh:
-        for line_no, text in enumerate(fh, 1):
+    with open_trace(spath) as fh:
+        for line_no, text in enumerate(_lines(fh, spath), 1):
             if text.isspace() or not text:
                 continue
             row = _parse_row(text, spath, line_no, trace_block_size, clamp_input_length)
             yield row, tracker.turn_delay(row)
+
+
+MAX_LINE_BYTES = 64 << 20        # far beyond any real request (hash_ids of a 1M-token prompt are ~20 MB)
+_GZIP, _ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+
+
+def open_trace(path: str):
+    """The trace's bytes, decompressed when the file is gzip or zstd (told by its magic bytes, not its name)."""
+    if os.path.isdir(path):
+        raise TraceError(path, None, None, "is a directory, not a trace file")
+    if not os.path.exists(path):
+        raise TraceError(path, None, None, "not found")
+    with open(path, "rb") as probe:
+        magic = probe.read(4)
+    if magic.startswith(_GZIP):
+        import gzip
+
+        return gzip.open(path, "rb")
+    if magic == _ZSTD:
+        import io
+
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+    return open(path, "rb")
+
+
+def _lines(fh, path: str) -> Iterator[bytes]:
+    """Lines of at most MAX_LINE_BYTES, so a file without newlines fails at once instead of being read whole."""
+    line = 0
+    while True:
+        try:
+            text = fh.readline(MAX_LINE_BYTES + 1)
+        except (OSError, EOFError, ValueError) as exc:     # a damaged gzip/zstd stream
+            raise TraceError(path, line + 1, None, f"cannot decompress: {exc}") from None
+        if not text:
+            return
+        line += 1
+        if len(text) > MAX_LINE_BYTES:
+            raise TraceError(path, line, None, f"longer than {MAX_LINE_BYTES >> 20} MiB without a newline "
+                                               "(a JSONL trace has one JSON object per line)")
+        yield text
 
 
 def iter_rows(path, trace_block_size: int = 512, *, clamp_input_length: bool = False) -> Iterator[TraceRow]:
