@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from pydantic import ValidationError
@@ -33,7 +33,7 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-def fail(msg: str) -> None:
+def fail(msg: str) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {msg}")
     raise typer.Exit(2)
 
@@ -64,6 +64,14 @@ def fmt(x: float, nd: int = 2) -> str:
     if x != x:  # nan
         return "-"
     return f"{x:,.{nd}f}"
+
+
+def row_decimals(values, nd: int = 2) -> int:
+    """Decimals for a row of numbers: fewer as they grow (1,234 ms, 123.4 ms, 12.34 ms), so a table of them
+    fits an 80-column terminal without cutting a number."""
+    finite = [abs(v) for v in values if v == v and abs(v) != float("inf")]
+    m = max(finite, default=0.0)
+    return 0 if m >= 1000 else min(nd, 1) if m >= 100 else nd
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -106,44 +114,116 @@ def float_list(text: str | None, name: str) -> list[float] | None:
         fail(f"{name}: expected comma-separated numbers, got {text!r}")
 
 
+# Help panels: `--help` groups a command's options by the part of the deployment they set, so an
+# 80-column terminal shows short panels of related flags instead of one box of sixty.
+P_LOAD = "Trace and load"
+P_DEPLOY = "Deployment"
+P_HW = "Hardware (a named model on a GPU system)"
+P_ENGINE = "Engine"
+P_TIMING = "Timing model"
+P_ROUTER = "Router"
+P_DISAGG = "Disaggregation"
+P_PLANNER = "Planner"
+P_SLO = "Objectives"
+P_OUTPUT = "Output"
+P_LIVE = "Live engines"
+P_LAUNCH = "Launch (--launch only)"
+P_ATTACH = "Attach (--endpoint only)"
+P_COMPARE = "Comparison"
+P_PLAN = "Measurement plan"
+
 # Options more than one command takes: one declaration of each flag and its help; defaults stay per command.
-TraceOpt = Annotated[Path, typer.Option("--trace", "-t", help="Mooncake-style JSONL trace")]
-TraceBlockSizeOpt = Annotated[int, typer.Option(help="tokens per trace hash_id")]
-ArrivalSpeedupOpt = Annotated[float, typer.Option(help="divide arrival times and session delays by this")]
-LimitOpt = Annotated[Optional[int], typer.Option(help="replay only the first N trace rows")]
-SeedOpt = Annotated[int, typer.Option(help="random seed (random router, tie-breaks)")]
-WorkersOpt = Annotated[int, typer.Option("--workers", "-w", help="aggregated engine workers")]
-RouterModeOpt = Annotated[RouterMode, typer.Option("--router-mode", help="routing policy")]
-MaxNumSeqsOpt = Annotated[int, typer.Option(help="cap on running requests per worker")]
-MaxBatchedTokensOpt = Annotated[int, typer.Option(help="token budget of one scheduler pass")]
-TimingOpt = Annotated[TimingName, typer.Option(help="timing model")]
-TimingProfileOpt = Annotated[Optional[str], typer.Option(help="profile from `dynosim calibrate`, or a bundled name")]
+TraceOpt = Annotated[Path, typer.Option("--trace", "-t", help="Mooncake-style JSONL trace", rich_help_panel=P_LOAD)]
+TraceBlockSizeOpt = Annotated[int, typer.Option(help="tokens per trace hash_id", rich_help_panel=P_LOAD)]
+ArrivalSpeedupOpt = Annotated[float, typer.Option(help="divide arrival times and session delays by this",
+                                                  rich_help_panel=P_LOAD)]
+LimitOpt = Annotated[Optional[int], typer.Option(help="replay only the first N trace rows", rich_help_panel=P_LOAD)]
+SeedOpt = Annotated[int, typer.Option(help="random seed (random router, tie-breaks)", rich_help_panel=P_ROUTER)]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-w", help="aggregated engine workers",
+                                         rich_help_panel=P_DEPLOY)]
+RouterModeOpt = Annotated[RouterMode, typer.Option("--router-mode", metavar="<name>", rich_help_panel=P_ROUTER,
+                                                   help="routing policy: " + ", ".join(POLICIES))]
+MaxNumSeqsOpt = Annotated[int, typer.Option(help="cap on running requests per worker", rich_help_panel=P_ENGINE)]
+MaxBatchedTokensOpt = Annotated[int, typer.Option(help="token budget of one scheduler pass",
+                                                  rich_help_panel=P_ENGINE)]
+TIMING_HELP = "timing model: " + ", ".join(TIMING_MODELS)
+TimingProfileOpt = Annotated[Optional[str], typer.Option(
+    help="profile from `dynosim calibrate` (a file), or a bundled name", rich_help_panel=P_TIMING)]
 # live engines (validate, calibrate)
-ModelOpt = Annotated[str, typer.Option(help="model directory or name to launch")]
-ServedModelNameOpt = Annotated[Optional[str], typer.Option(help="model name the servers serve (default: --model)")]
-DeviceOpt = Annotated[Device, typer.Option(help="cpu (the CPU build of vLLM) or cuda")]
+ModelOpt = Annotated[str, typer.Option(help="model directory or name to launch", rich_help_panel=P_LIVE)]
+ServedModelNameOpt = Annotated[Optional[str], typer.Option(help="model name the servers serve (default: --model)",
+                                                           rich_help_panel=P_LIVE)]
+DeviceOpt = Annotated[Device, typer.Option(help="cpu (the CPU build of vLLM) or cuda", rich_help_panel=P_LAUNCH)]
 EnginePythonOpt = Annotated[Optional[str], typer.Option(help="Python with the engine installed "
-                                                        "(default: .venv-vllm/bin/python when present)")]
-MaxModelLenOpt = Annotated[int, typer.Option(help="launch: the engine's context limit")]
-BasePortOpt = Annotated[int, typer.Option(help="launch: first HTTP port")]
-StartupTimeoutOpt = Annotated[float, typer.Option(help="launch: seconds to wait for the servers")]
-VocabSizeOpt = Annotated[int, typer.Option(help="prompt token ids are drawn in [4, vocab size)")]
-EngineArgOpt = Annotated[list[str], typer.Option("--engine-arg", help="launch: extra server argument (repeatable)")]
+                                                        "(default: .venv-vllm/bin/python when present)",
+                                                        rich_help_panel=P_LAUNCH)]
+MaxModelLenOpt = Annotated[int, typer.Option(help="the engine's context limit", rich_help_panel=P_LAUNCH)]
+BasePortOpt = Annotated[int, typer.Option(help="first HTTP port", rich_help_panel=P_LAUNCH)]
+StartupTimeoutOpt = Annotated[float, typer.Option(help="seconds to wait for the servers", rich_help_panel=P_LAUNCH)]
+VocabSizeOpt = Annotated[int, typer.Option(help="prompt token ids are drawn in [4, vocab size)",
+                                           rich_help_panel=P_LIVE)]
+EngineArgOpt = Annotated[list[str], typer.Option("--engine-arg", metavar="<arg>", rich_help_panel=P_LAUNCH,
+                                                 help="extra server argument (repeatable)")]
 # hardware: model × GPU system × engine × parallelism (run, sweep, validate)
 HwModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", help="model to price: a database id (dynosim hardware list) or a path to a config.json")]
-HwSystemOpt = Annotated[Optional[str], typer.Option("--system", help="GPU system: h100_sxm, h200_sxm, b200_sxm, …")]
-HwBackendOpt = Annotated[Optional[str], typer.Option("--backend", help="engine: vllm | sglang | trtllm")]
-HwVersionOpt = Annotated[Optional[str], typer.Option("--backend-version",
+    "--model", help="model to price: a database id (dynosim hardware list) or a path to a config.json",
+    rich_help_panel=P_HW)]
+HwSystemOpt = Annotated[Optional[str], typer.Option("--system", help="GPU system: h100_sxm, h200_sxm, b200_sxm, …",
+                                                    rich_help_panel=P_HW)]
+HwBackendOpt = Annotated[Optional[str], typer.Option("--backend", help="engine: vllm | sglang | trtllm",
+                                                     rich_help_panel=P_HW)]
+HwVersionOpt = Annotated[Optional[str], typer.Option("--backend-version", rich_help_panel=P_HW,
                                                      help="engine version (default: the database's current)")]
-HwWeightQuantOpt = Annotated[Optional[str], typer.Option("--weight-quant",
+HwWeightQuantOpt = Annotated[Optional[str], typer.Option("--weight-quant", rich_help_panel=P_HW,
                                                          help="weights: bf16, fp8, nvfp4, int8, int4")]
-HwKvQuantOpt = Annotated[Optional[str], typer.Option("--kv-quant", help="KV cache: bf16, fp8, int8")]
-HwMemUtilOpt = Annotated[Optional[float], typer.Option("--gpu-memory-utilization",
+HwKvQuantOpt = Annotated[Optional[str], typer.Option("--kv-quant", help="KV cache: bf16, fp8, int8",
+                                                     rich_help_panel=P_HW)]
+HwMemUtilOpt = Annotated[Optional[float], typer.Option("--gpu-memory-utilization", rich_help_panel=P_HW,
                                                        help="share of GPU memory the engine takes (0.9)")]
-NextnOpt = Annotated[int, typer.Option("--nextn", help="speculative decoding: draft tokens per decode pass (0-5)")]
+NextnOpt = Annotated[int, typer.Option("--nextn", help="speculative decoding: draft tokens per decode pass (0-5)",
+                                       rich_help_panel=P_ENGINE)]
 AcceptRatesOpt = Annotated[Optional[str], typer.Option(
-    "--nextn-accept-rates", help="acceptance per draft position, e.g. 0.85,0.3")]
+    "--nextn-accept-rates", help="acceptance per draft position, e.g. 0.85,0.3", rich_help_panel=P_ENGINE)]
+
+
+def given_flags(ctx: typer.Context) -> dict[str, str]:
+    """The options the user typed (not left at their defaults): parameter name -> flag as shown in `--help`.
+
+    A flag is checked against the mode only when it was given, so a default never raises an error.
+    """
+    out = {}
+    for p in ctx.command.params:
+        src = ctx.get_parameter_source(p.name)
+        if src is not None and src.name in ("COMMANDLINE", "ENVIRONMENT") and p.param_type_name == "option":
+            out[p.name] = max(p.opts, key=len)
+    return out
+
+
+def refuse(given: dict[str, str], names, why: str) -> None:
+    """Fail when any of the parameters ``names`` was given: in this mode it would do nothing (``why``)."""
+    flags = [given[n] for n in names if n in given]
+    if flags:
+        fail(f"{', '.join(flags)} {'has' if len(flags) == 1 else 'have'} no effect {why}")
+
+
+def warn(msg: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {msg}")
+
+
+def _set_in(fields: dict, path: str) -> bool:
+    """Whether the nested mapping ``fields`` has a value at the dotted ``path``."""
+    for key in path.split("."):
+        if not isinstance(fields, dict) or key not in fields:
+            return False
+        fields = fields[key]
+    return True
+
+
+def warn_overridden(given: dict[str, str], field_of: dict[str, str], file_fields: dict, config: Path) -> None:
+    """Say which given flags the --config file overrides (``field_of``: parameter name -> dotted config field)."""
+    over = [f"{flag} ({field_of[n]})" for n, flag in given.items() if n in field_of and _set_in(file_fields, field_of[n])]
+    if over:
+        warn(f"{config} also sets {', '.join(over)}: the file's values win")
 
 
 def hardware_section(model: str | None, system: str | None, backend: str | None = None,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from pydantic import ValidationError
 from rich.table import Table
@@ -15,7 +13,7 @@ from dynosim.cli.common import (HwBackendOpt, HwKvQuantOpt, HwMemUtilOpt, HwVers
 
 @hardware_app.command("list")
 def list_(
-    models: bool = typer.Option(True, "--models/--no-models", help="list the database's models too"),
+    no_models: bool = typer.Option(False, "--no-models", help="list the GPU systems only, not the models"),
 ) -> None:
     """Print the GPU systems, their engines and versions, and the models the database can price."""
     from dynosim.hardware.catalog import BACKENDS, system_names, system_spec, version_slots
@@ -37,7 +35,7 @@ def list_(
     console.print(t)
     console.print("Versions: the default; +N: N more (current/previous/next aliases, `hardware show`). '-': no "
                   "measured data (--timing roofline prices it, labelled uncalibrated).")
-    if models:
+    if not no_models:
         from dynosim.hardware.catalog import model_names, resolve_model
         from dynosim.hardware.model import model_shape
 

@@ -11,93 +11,143 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from dynosim.cli.app import app, console, err_console
-from dynosim.cli.common import (HwBackendOpt, HwKvQuantOpt, HwMemUtilOpt, HwSystemOpt, HwVersionOpt, HwWeightQuantOpt,
-                                NextnOpt, hardware_section, ArrivalSpeedupOpt, BasePortOpt, DeviceOpt, EngineArgOpt, EnginePythonOpt, LaunchEngine,
-                                LimitOpt, MaxBatchedTokensOpt, MaxModelLenOpt, MaxNumSeqsOpt, ModelOpt, RouterModeOpt,
-                                SeedOpt, ServedModelNameOpt, StartupTimeoutOpt, TimingName, TimingProfileOpt,
-                                TraceBlockSizeOpt, TraceOpt, VocabSizeOpt, WorkersOpt, fail, fmt, int_list,
-                                load_run_config, merge, validation_message)
+from dynosim.cli.common import (P_ATTACH, P_COMPARE, P_DEPLOY, P_ENGINE, P_HW, P_LAUNCH, P_LIVE, P_OUTPUT, P_PLAN,
+                                P_ROUTER, P_TIMING, TIMING_HELP, ArrivalSpeedupOpt, BasePortOpt, DeviceOpt,
+                                EngineArgOpt, EnginePythonOpt, HwBackendOpt, HwKvQuantOpt, HwMemUtilOpt, HwSystemOpt,
+                                HwVersionOpt, HwWeightQuantOpt, LaunchEngine, LimitOpt, MaxBatchedTokensOpt,
+                                MaxModelLenOpt, MaxNumSeqsOpt, ModelOpt, NextnOpt, RouterModeOpt, SeedOpt,
+                                ServedModelNameOpt, StartupTimeoutOpt, TimingName, TimingProfileOpt,
+                                TraceBlockSizeOpt, TraceOpt, VocabSizeOpt, WorkersOpt, fail, fmt, given_flags,
+                                hardware_section, int_list, load_run_config, merge, refuse, validation_message,
+                                warn_overridden)
 from dynosim.config import RouterParams, RunConfig
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.traces.mooncake import TraceError
 
 
+# which RunConfig field each `validate` flag sets: a --config file that sets it too wins, and says so
+_VALIDATE_FIELD_OF = {
+    "workers": "workers", "router_mode": "router_mode", "no_router_kv_events": "router.kv_events", "seed": "seed",
+    "block_size": "engine.block_size", "num_gpu_blocks": "engine.num_gpu_blocks",
+    "max_num_seqs": "engine.max_num_seqs", "max_num_batched_tokens": "engine.max_num_batched_tokens",
+    "timing": "engine.timing", "timing_profile": "engine.timing_profile", "nextn": "engine.nextn",
+    "admit_interval_ms": "engine.admit_interval_ms", "client_latency_ms": "engine.client_latency_ms",
+    "trace_block_size": "trace_block_size", "arrival_speedup": "arrival_speedup",
+    **{k: f"engine.hardware.{k}" for k in ("system", "backend", "backend_version", "weight_quant", "kv_quant",
+                                           "gpu_memory_utilization")},
+}
+_LAUNCH_FLAGS = ("device", "engine_python", "max_model_len", "base_port", "events_base_port", "no_match_kv_capacity",
+                 "startup_timeout", "engine_arg", "prefill_workers", "decode_workers")
+_ATTACH_FLAGS = ("kv_events", "decode_endpoint")
+
+
 @app.command()
 def validate(
+    ctx: typer.Context,
     trace: TraceOpt,
-    launch: Optional[LaunchEngine] = typer.Option(None, help="start the servers: vllm (CPU or CUDA) or sglang"),
-    endpoint: list[str] = typer.Option([], "--endpoint", help="attach to a running server (once per worker)"),
-    kv_events: list[str] = typer.Option([], "--kv-events", help="attach mode: ZMQ endpoint each engine "
-                                        "publishes KV events to (we bind it), once per --endpoint"),
+    trace_block_size: TraceBlockSizeOpt = 512,
+    arrival_speedup: ArrivalSpeedupOpt = 1.0,
+    limit: LimitOpt = None,
+    launch: Optional[LaunchEngine] = typer.Option(None, help="start the servers: vllm (CPU or CUDA) or sglang",
+                                                  rich_help_panel=P_LIVE),
+    endpoint: list[str] = typer.Option([], "--endpoint", metavar="<url>", rich_help_panel=P_LIVE,
+                                       help="attach to a running server (once per worker; with --decode-endpoint "
+                                            "the prefill servers)"),
     model: ModelOpt = "",
     served_model_name: ServedModelNameOpt = None,
+    request_timeout: float = typer.Option(600.0, help="seconds one request may take", rich_help_panel=P_LIVE),
+    vocab_size: VocabSizeOpt = 2048,
+    kv_events: list[str] = typer.Option([], "--kv-events", metavar="<zmq>", rich_help_panel=P_ATTACH,
+                                        help="ZMQ endpoint each engine publishes KV events to (we bind it), once "
+                                             "per --endpoint, for a router that indexes them"),
+    decode_endpoint: list[str] = typer.Option([], "--decode-endpoint", metavar="<url>", rich_help_panel=P_ATTACH,
+                                              help="disaggregated: a decode server (once each)"),
     device: DeviceOpt = "cpu",
     engine_python: EnginePythonOpt = None,
+    max_model_len: MaxModelLenOpt = 2048,
+    base_port: BasePortOpt = 18000,
+    events_base_port: int = typer.Option(18500, help="first KV-event port", rich_help_panel=P_LAUNCH),
+    no_match_kv_capacity: bool = typer.Option(False, "--no-match-kv-capacity", rich_help_panel=P_LAUNCH,
+                                              help="leave the engines' KV capacity alone (default: "
+                                                   "--num-gpu-blocks-override = the simulated capacity)"),
+    startup_timeout: StartupTimeoutOpt = 600.0,
+    engine_arg: EngineArgOpt = [],
     workers: WorkersOpt = 1,
-    prefill_workers: int = typer.Option(0, help="disaggregated: prefill workers (the router's pool)"),
-    decode_workers: int = typer.Option(0, help="disaggregated: decode workers fed over NIXL (predicted with the simulator's P/D model)"),
-    decode_endpoint: list[str] = typer.Option([], "--decode-endpoint", help="attach, disaggregated: a decode "
-                                              "server (once each); --endpoint then lists the prefill servers"),
+    prefill_workers: int = typer.Option(0, help="disaggregated launch: prefill workers (the router's pool)",
+                                        rich_help_panel=P_DEPLOY),
+    decode_workers: int = typer.Option(0, help="disaggregated launch: decode workers fed over NIXL",
+                                       rich_help_panel=P_DEPLOY),
+    gpus_per_worker: int = typer.Option(1, help="GPUs (tensor parallel) per worker: launched with --device cuda, "
+                                        "priced with --system", rich_help_panel=P_DEPLOY),
+    config: Optional[Path] = typer.Option(None, help="YAML/JSON of RunConfig fields (overrides the flags)",
+                                          rich_help_panel=P_DEPLOY),
     router_mode: RouterModeOpt = "kv",
-    router_kv_events: bool = typer.Option(True, "--router-kv-events/--no-router-kv-events",
-                                          help="KV router: index the engines' KV events (else approximate)"),
-    config: Optional[Path] = typer.Option(None, help="YAML/JSON of RunConfig fields (overrides the flags)"),
-    block_size: Optional[int] = typer.Option(None, help="KV block size (default: the timing profile's, else 32)"),
+    no_router_kv_events: bool = typer.Option(False, "--no-router-kv-events", rich_help_panel=P_ROUTER,
+                                             help="KV router: approximate the cache from its own decisions "
+                                                  "instead of indexing the engines' KV events"),
+    seed: SeedOpt = 0,
+    block_size: Optional[int] = typer.Option(None, help="KV block size (default: the timing profile's, else 32)",
+                                             rich_help_panel=P_ENGINE),
     num_gpu_blocks: Optional[int] = typer.Option(None, help="KV capacity per worker in blocks "
-                                                 "(default: the timing profile's, else 16384)"),
+                                                 "(default: the timing profile's, else 16384)",
+                                                 rich_help_panel=P_ENGINE),
     max_num_seqs: MaxNumSeqsOpt = 256,
     max_num_batched_tokens: MaxBatchedTokensOpt = 2048,
-    timing: Optional[TimingName] = typer.Option(None, help="timing model of the prediction (default: aic with "
-                                                "--system, else interpolated)"),
+    nextn: NextnOpt = 0,
+    timing: Optional[TimingName] = typer.Option(None, metavar="<name>", rich_help_panel=P_TIMING,
+                                                help=f"{TIMING_HELP} (default: aic with --system, else "
+                                                     "interpolated)"),
+    timing_profile: TimingProfileOpt = None,
+    admit_interval_ms: Optional[float] = typer.Option(None, help="simulated engine: requests admitted this far "
+                                                      "apart (default: the timing profile's, else 0)",
+                                                      rich_help_panel=P_TIMING),
+    client_latency_ms: Optional[float] = typer.Option(None, help="simulated engine: fixed delay from a token to "
+                                                      "the client (default: the timing profile's, else 0)",
+                                                      rich_help_panel=P_TIMING),
     system: HwSystemOpt = None,
     backend: HwBackendOpt = None,
     backend_version: HwVersionOpt = None,
     weight_quant: HwWeightQuantOpt = None,
     kv_quant: HwKvQuantOpt = None,
     gpu_memory_utilization: HwMemUtilOpt = None,
-    nextn: NextnOpt = 0,
-    timing_profile: TimingProfileOpt = None,
-    admit_interval_ms: Optional[float] = typer.Option(None, help="simulated engine: requests admitted this far "
-                                                      "apart (default: the timing profile's, else 0)"),
-    client_latency_ms: Optional[float] = typer.Option(None, help="simulated engine: fixed delay from a token to "
-                                                      "the client (default: the timing profile's, else 0)"),
-    trace_block_size: TraceBlockSizeOpt = 512,
-    arrival_speedup: ArrivalSpeedupOpt = 1.0,
-    limit: LimitOpt = None,
-    seed: SeedOpt = 0,
-    max_model_len: MaxModelLenOpt = 2048,
-    base_port: BasePortOpt = 18000,
-    events_base_port: int = typer.Option(18500, help="first KV-event port of launched servers"),
-    gpus_per_worker: int = typer.Option(1, help="CUDA: GPUs (tensor parallel) per worker"),
-    match_kv_capacity: bool = typer.Option(True, "--match-kv-capacity/--no-match-kv-capacity",
-                                           help="launch with --num-gpu-blocks-override = the simulated capacity"),
-    startup_timeout: StartupTimeoutOpt = 600.0,
-    request_timeout: float = typer.Option(600.0, help="seconds one request may take"),
-    vocab_size: VocabSizeOpt = 2048,
-    tolerance: float = typer.Option(0.10, help="relative error allowed on gated metrics"),
-    reuse_tolerance: float = typer.Option(0.02, help="absolute difference allowed on prefix reuse"),
-    engine_arg: EngineArgOpt = [],
-    out: Path = typer.Option(Path("runs/validate"), "--out", "-o", help="output folder"),
+    tolerance: float = typer.Option(0.10, help="relative error allowed on gated metrics", rich_help_panel=P_COMPARE),
+    reuse_tolerance: float = typer.Option(0.02, help="absolute difference allowed on prefix reuse",
+                                          rich_help_panel=P_COMPARE),
+    out: Path = typer.Option(Path("runs/validate"), "--out", "-o", help="output folder", rich_help_panel=P_OUTPUT),
 ) -> None:
     """Replay a trace on live engines, simulate the same deployment, and compare per metric.
 
     Exit status: 0 within tolerance, 1 a gated metric is out of tolerance, 3 the live run
     lost requests (failures, timeouts, a dead server), 2 bad input.
     """
-    from dynosim.engines.mocker.timing import profile_engine_args
+    from dynosim.engines.mocker.timing import PROFILE_TIMINGS, profile_engine_args
+    from dynosim.router.policies import POLICIES
     from dynosim.traces.mooncake import load_trace
     from dynosim.validate.servers import ServerError
     from dynosim.validate.workflow import ValidateOptions, validate as validate_api
 
+    given = given_flags(ctx)
     if launch is None and not endpoint:
         fail("give --launch vllm (start servers) or --endpoint URL (attach), once per worker")
     if launch is not None and endpoint:
         fail("--launch and --endpoint exclude each other")
+    if launch is not None:
+        refuse(given, _ATTACH_FLAGS, "with --launch: they attach to running servers (--endpoint)")
+    else:
+        refuse(given, _LAUNCH_FLAGS, "when attaching (--endpoint): they set up launched servers (--launch); "
+                                     "the attached servers' counts come from --endpoint and --decode-endpoint")
+        refuse(given, ["workers"], "when attaching: there is one worker per --endpoint")
+    if launch is not None and device.value != "cuda" and system is None:
+        refuse(given, ["gpus_per_worker"], "with --device cpu and no --system (nothing runs or is priced on GPUs)")
+    if launch is None and system is None:
+        refuse(given, ["gpus_per_worker"], "when attaching without --system (it prices the model on GPUs)")
     if decode_endpoint:
         decode_workers = len(decode_endpoint)
     if decode_workers:
         if launch is not None and prefill_workers < 1:
             fail("a disaggregated launch needs --prefill-workers >= 1 and --decode-workers >= 1")
+        if launch is not None:
+            refuse(given, ["workers"], "in a disaggregated launch: the router's pool is --prefill-workers")
         workers = prefill_workers if launch is not None else len(endpoint)
     elif prefill_workers:
         fail("--prefill-workers needs --decode-workers (or --decode-endpoint)")
@@ -106,7 +156,7 @@ def validate(
     try:
         prof = profile_engine_args(timing_profile) if timing_profile else {}
     except (ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
+        fail(f"--timing-profile: {exc}")
     hw = None
     if system is not None:  # the prediction prices the launched model (--model: database id or directory) on it
         hw = hardware_section(model or None, system, backend, backend_version, gpus_per_worker, None, None, None,
@@ -116,10 +166,11 @@ def validate(
                          gpu_memory_utilization)
     timing_name = timing.value if timing is not None else ("aic" if hw is not None else "interpolated")
     blocks = num_gpu_blocks or prof.get("num_gpu_blocks") or (None if hw is not None else 16384)
+    file_fields = load_run_config(config) if config is not None else {}
     try:
         fields = dict(workers=workers, router_mode=router_mode.value, seed=seed, trace_block_size=trace_block_size,
                       arrival_speedup=arrival_speedup,
-                      router=RouterParams(kv_events=router_kv_events),
+                      router=RouterParams(kv_events=not no_router_kv_events),
                       engine=MockerArgs(block_size=block_size or prof.get("block_size", 32),
                                         num_gpu_blocks=blocks, hardware=hw, nextn=nextn,
                                         max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
@@ -130,7 +181,6 @@ def validate(
                                         else prof.get("client_latency_ms", 0.0)))
         if config is not None:
             base = json.loads(RunConfig(**fields).model_dump_json())
-            file_fields = load_run_config(config)
             if timing is None and (file_fields.get("engine") or {}).get("hardware"):
                 base["engine"].pop("timing")   # the file's hardware decides the timing model
             fields = merge(base, file_fields)
@@ -139,6 +189,17 @@ def validate(
         fail(validation_message(exc))
     except ValueError as exc:
         fail(str(exc))
+    policy = POLICIES[cfg.router_mode]
+    if not policy.uses_overlap:
+        refuse(given, ["no_router_kv_events", "kv_events"],
+               f"with --router-mode {cfg.router_mode}: it keeps no KV index (kv and thompson do)")
+    elif not cfg.router.kv_events:
+        refuse(given, ["kv_events"], "with --no-router-kv-events (the router does not read KV events)")
+    if cfg.engine.timing_profile and cfg.engine.timing not in PROFILE_TIMINGS:
+        fail(f"--timing-profile has no effect with timing model {cfg.engine.timing} (profiles are read by "
+             f"{', '.join(PROFILE_TIMINGS)})")
+    if config is not None:
+        warn_overridden(given, _VALIDATE_FIELD_OF, file_fields, config)
     if not trace.exists():
         fail(f"trace not found: {trace}")
     try:
@@ -149,7 +210,7 @@ def validate(
                            launch=launch.value if launch else None, endpoints=list(endpoint),
                            kv_event_endpoints=list(kv_events), device=device.value, engine_python=engine_python,
                            base_port=base_port, events_base_port=events_base_port, gpus_per_worker=gpus_per_worker,
-                           max_model_len=max_model_len, match_kv_capacity=match_kv_capacity,
+                           max_model_len=max_model_len, match_kv_capacity=not no_match_kv_capacity,
                            startup_timeout_s=startup_timeout, request_timeout_s=request_timeout,
                            vocab_size=vocab_size, tolerance=tolerance, reuse_tolerance=reuse_tolerance,
                            extra_engine_args=tuple(engine_arg), decode_workers=decode_workers,
@@ -192,34 +253,46 @@ def comparison_table(table) -> Table:
 
 @app.command()
 def calibrate(
-    out: Path = typer.Option(..., "--out", "-o", help="profile to write (YAML), e.g. profiles/cpu_tiny.yaml"),
-    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="a running server to measure"),
-    launch: Optional[LaunchEngine] = typer.Option(None, help="start one server to measure (vllm)"),
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", "-o", help="profile to write (YAML), e.g. profiles/cpu_tiny.yaml",
+                             rich_help_panel=P_OUTPUT),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", metavar="<url>", help="a running server to measure",
+                                           rich_help_panel=P_LIVE),
+    launch: Optional[LaunchEngine] = typer.Option(None, help="start one server to measure (vllm)",
+                                                  rich_help_panel=P_LIVE),
     model: ModelOpt = "",
     served_model_name: ServedModelNameOpt = None,
+    vocab_size: VocabSizeOpt = 2048,
+    block_size: Optional[int] = typer.Option(None, help="KV block size (launch: passed to the engine; "
+                                             "attach: only if the server does not report it)",
+                                             rich_help_panel=P_LIVE),
+    num_gpu_blocks: Optional[int] = typer.Option(None, help="KV capacity in blocks (as --block-size)",
+                                                 rich_help_panel=P_LIVE),
     device: DeviceOpt = "cpu",
     engine_python: EnginePythonOpt = None,
-    block_size: Optional[int] = typer.Option(None, help="KV block size (launch: passed to the engine; "
-                                             "attach: only if the server does not report it)"),
-    num_gpu_blocks: Optional[int] = typer.Option(None, help="KV capacity in blocks (as --block-size)"),
-    max_num_seqs: int = typer.Option(256, help="launch: the engine's cap on running requests"),
-    max_num_batched_tokens: int = typer.Option(2048, help="launch: the engine's token budget per pass"),
+    max_num_seqs: int = typer.Option(256, help="the engine's cap on running requests", rich_help_panel=P_LAUNCH),
+    max_num_batched_tokens: int = typer.Option(2048, help="the engine's token budget per pass",
+                                               rich_help_panel=P_LAUNCH),
     max_model_len: MaxModelLenOpt = 2048,
     base_port: BasePortOpt = 18000,
-    quick: bool = typer.Option(False, "--quick", help="a small plan (tests, CI, a first look)"),
-    prefill_lengths: Optional[str] = typer.Option(None, help="comma list of prompt lengths to time"),
-    decode_batches: Optional[str] = typer.Option(None, help="comma list of concurrent streams to time"),
-    decode_contexts: Optional[str] = typer.Option(None, help="comma list of decode context lengths"),
-    repeats: Optional[int] = typer.Option(None, help="requests per prefill point (median)"),
-    vocab_size: VocabSizeOpt = 2048,
-    hardware: Optional[str] = typer.Option(None, help="free text recorded in the profile"),
+    startup_timeout: StartupTimeoutOpt = 600.0,
+    engine_arg: EngineArgOpt = [],
+    quick: bool = typer.Option(False, "--quick", help="a small plan (tests, CI, a first look)",
+                               rich_help_panel=P_PLAN),
+    prefill_lengths: Optional[str] = typer.Option(None, help="comma list of prompt lengths to time",
+                                                  rich_help_panel=P_PLAN),
+    decode_batches: Optional[str] = typer.Option(None, help="comma list of concurrent streams to time",
+                                                 rich_help_panel=P_PLAN),
+    decode_contexts: Optional[str] = typer.Option(None, help="comma list of decode context lengths",
+                                                  rich_help_panel=P_PLAN),
+    repeats: Optional[int] = typer.Option(None, help="requests per prefill point (median)", rich_help_panel=P_PLAN),
+    hardware: Optional[str] = typer.Option(None, help="free text recorded in the profile", rich_help_panel=P_HW),
     system: HwSystemOpt = None,
     backend: HwBackendOpt = None,
     weight_quant: HwWeightQuantOpt = None,
     kv_quant: HwKvQuantOpt = None,
-    tp: Optional[int] = typer.Option(None, help="with --system: the engine's tensor-parallel GPUs"),
-    startup_timeout: StartupTimeoutOpt = 600.0,
-    engine_arg: EngineArgOpt = [],
+    tp: Optional[int] = typer.Option(None, help="with --system: the engine's tensor-parallel GPUs",
+                                     rich_help_panel=P_HW),
 ) -> None:
     """Measure a live engine's prefill and decode pass times and write a timing profile.
 
@@ -239,10 +312,18 @@ def calibrate(
     from dynosim.validate.servers import ServerError, default_engine_python, start_server, stop_all, wait_ready
     from dynosim.validate.workflow import ValidateOptions, launch_specs
 
+    given = given_flags(ctx)
     if (endpoint is None) == (launch is None):
         fail("give exactly one of --endpoint URL (measure a running server) or --launch vllm")
     if launch is not None and not model:
         fail("--launch needs --model")
+    if endpoint is not None:
+        refuse(given, ("device", "engine_python", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
+                       "base_port", "startup_timeout", "engine_arg"),
+               "when measuring a running server (--endpoint): they set up a launched one (--launch)")
+    if system is None:
+        refuse(given, ("backend", "weight_quant", "kv_quant", "tp"),
+               "without --system: they describe the GPU worker the profile is folded into")
     overrides = {k: v for k, v in (("prefill_lengths", int_list(prefill_lengths, "--prefill-lengths")),
                                    ("decode_batches", int_list(decode_batches, "--decode-batches")),
                                    ("decode_contexts", int_list(decode_contexts, "--decode-contexts")),
