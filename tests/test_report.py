@@ -198,8 +198,8 @@ def test_frontier_figure_per_load(sweep_dir):
     # hover: the deployment and ± intervals (2 seeds)
     hover = " ".join(h for t in markers for h in t.hovertext)
     assert "tokens/s/GPU:" in hover and " ± " in hover and "2 seeds" in hover
-    # agg circle, disagg diamond
-    assert {t.marker.symbol for t in markers} == {"circle", "diamond"}
+    # agg circle, disagg square (as in the sweep's PNGs)
+    assert {t.marker.symbol for t in markers} == {"circle", "square"}
     # objectives as dotted lines: TTFT on the TTFT panel, ITL at 1000/15 tokens/s/user
     xs = sorted(s.x0 for s in fig.layout.shapes)
     assert xs == pytest.approx([1000 / 15, 1000.0])
@@ -224,6 +224,17 @@ def test_timeline_section(run_dir, tmp_path):
     for title in ("running requests", "KV used (% of blocks)", "router queue", "replicas"):
         assert title in page
     assert "agg worker 1" in page and "agg (pool)" in page
+
+
+def test_run_folder_with_only_a_summary(tmp_path):
+    """Sections whose files are absent are left out, not drawn empty."""
+    (tmp_path / "summary.json").write_text(json.dumps({"requests": {"completed": 3, "total": 4, "failed": 1},
+                                                       "ttft_ms": {"mean": 12.5, "p50": 10.0}}))
+    page = render_report(tmp_path)
+    assert '<section id="summary">' in page and "3 / 4 (1 failed)" in page and "12.50" in page
+    for sid in ("latency", "timeline", "planner", "configuration"):
+        assert f'<section id="{sid}">' not in page
+    assert "Plotly.newPlot(" not in page and "trace not recorded" in page
 
 
 def test_thin_series_keeps_peaks():

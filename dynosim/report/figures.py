@@ -19,8 +19,8 @@ from dynosim.sweeps.pareto import pareto_mask
 MAX_POINTS = 1000          # per line in a timeline, per curve in a CDF
 MAX_SCATTER = 3000         # requests drawn in the TTFT-over-time scatter
 FADED = 0.25               # marker opacity of a point that misses an objective
-MODE_SYMBOLS = {"agg": "circle", "disagg": "diamond"}
-OTHER_SYMBOLS = ("square", "triangle-up", "cross", "x", "star")
+MODE_SYMBOLS = {"agg": "circle", "disagg": "square"}
+OTHER_SYMBOLS = ("diamond", "triangle-up", "cross", "x", "star")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
 # label, unit and decimals of each sweep figure the hover shows (points.csv column names)

@@ -191,6 +191,9 @@ def recommendation_body(rec: dict) -> str:
             out.append("<p>No deployment meets the objectives at this load.</p>")
         if lv.get("margin"):
             out.append(f"<p>{esc(_margin_text(lv['margin']))}</p>")
+        bml = lv.get("best_max_load")
+        if lv.get("best") and bml is not None:
+            out.append(f"<p>The best meets the objectives up to {esc(load_label(kind, float(bml)))}.</p>")
         fg = lv.get("fewest_gpus")
         if fg:
             ml = fg.get("max_load")
@@ -268,8 +271,9 @@ def sweep_sections(s: SweepFolder) -> list[tuple[str, str, str]]:
         faded = "faded points miss an objective" + (f" ({_objectives_text(objectives)})" if objectives else
                                                     " (the sweep's filters: meets_slo in points.csv)")
         body = (f"<p>{len(pts)} points at {len(levels)} load level{'s' if len(levels) != 1 else ''}; "
-                f"{int(meets.sum())} meet the objectives. Circles are aggregated, diamonds disaggregated deployments; "
-                f"colour is the tensor-parallel degree; {esc(faded)}; the dashed grey line is the frontier of the "
+                f"{int(meets.sum())} meet the objectives. Circles are aggregated, squares disaggregated "
+                f"deployments; colour is the tensor-parallel degree; {esc(faded)}; the dashed grey line is the "
+                f"frontier of the "
                 f"points that meet them; a ring marks the recommended deployment; dotted red lines are the "
                 f"objectives that map onto an axis. Hover a point for its figures (± is a 95% interval over "
                 f"seeds). {'Choose the load above the plot.' if len(levels) > 1 else ''}</p>"
@@ -400,8 +404,9 @@ nav{padding:8px 28px;background:#eef1f4;font-size:13px;position:sticky;top:0;z-i
 nav a{margin-right:16px;color:#1b4f8a;text-decoration:none}
 main{padding:8px 28px 40px;max-width:1400px}section{margin-top:22px}h2{font-size:18px;border-bottom:1px solid #ddd}
 h3{font-size:15px;margin:16px 0 6px}table{border-collapse:collapse;font-size:13px;margin:6px 0;background:#fff}
-th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f0f2f5}.num{text-align:right;white-space:nowrap}
-table.sortable th{cursor:pointer}table.sortable th:hover{background:#e2e6ea}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f0f2f5}
+.num{text-align:right;white-space:nowrap}
+table.sortable th{cursor:pointer}table.sortable th:hover{background:#e2e6ea}table.points td:first-child{white-space:nowrap}
 table.facts td:first-child{color:#555}pre{background:#fff;border:1px solid #ddd;padding:10px;font-size:12px;
 overflow:auto;max-height:480px}.verdict{padding:12px 16px;font-size:15px;border-left:5px solid;background:#fff;
 margin:8px 0}.verdict.ok{border-color:#2e8b57}.verdict.warn{border-color:#d98c00}
