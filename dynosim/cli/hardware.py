@@ -20,10 +20,10 @@ def list_(
 
     t = Table(title="GPU systems (per GPU) and engine versions with measured data")
     t.add_column("system", no_wrap=True)
-    for c in ("HBM GB", "TB/s", "GPUs/node"):
-        t.add_column(c, justify="right")
-    for c in BACKENDS:
-        t.add_column(c)
+    for c in ("HBM\nGB", "TB/s", "GPUs\nper\nnode"):  # narrow headers leave the versions room in 80 columns
+        t.add_column(c, justify="right", no_wrap=True)
+    for c in BACKENDS:  # a version is never cut: "+N" (more versions) wraps under it in a narrow terminal
+        t.add_column(c, overflow="fold")
     for name in system_names():
         sp = system_spec(name)
         cells = []
@@ -40,8 +40,8 @@ def list_(
         from dynosim.hardware.model import model_shape
 
         m = Table(title="models (Hugging Face ids; --model also takes a path to a config.json)")
-        m.add_column("model", no_wrap=True)
-        m.add_column("params B (active)", no_wrap=True, justify="right")
+        m.add_column("model", overflow="fold")  # a long id folds onto a second line, never cut
+        m.add_column("B params\n(active)", no_wrap=True, justify="right")
         m.add_column("kind", no_wrap=True)
         for name in model_names():
             try:
@@ -101,8 +101,8 @@ def show(
         fail(str(exc))
     s = hw.shape
     t = Table(title=f"one worker: {hw.label()}", show_header=False)
-    t.add_column("k")
-    t.add_column("v", justify="right")
+    t.add_column("k", overflow="fold")  # in a narrow terminal the names wrap, the figures stay whole
+    t.add_column("v", justify="right", no_wrap=True)
     rows = [
         ("engine version", version),
         ("GPUs per worker (TP × PP × DP)", str(hw.gpus)),
@@ -124,7 +124,7 @@ def show(
     console.print(t)
     p = Table(title="priced passes (ms)")
     for c in ("pass", "prefill tokens", "decode requests", "context each", "ms"):
-        p.add_column(c, justify="left" if c == "pass" else "right")
+        p.add_column(c, justify="left" if c == "pass" else "right", no_wrap=c in ("pass", "ms"))
     samples = [("prefill", 1, 1024, 0, 0), ("prefill", 1, 4096, 0, 0), ("prefill", 1, 8192, 0, 0),
                ("decode", 0, 0, 1, 4096), ("decode", 0, 0, 32, 4096), ("decode", 0, 0, 128, 4096),
                ("mixed", 1, 2048, 32, 4096)]

@@ -18,8 +18,8 @@ from dynosim.cli.common import (P_ATTACH, P_COMPARE, P_DEPLOY, P_ENGINE, P_HW, P
                                 MaxModelLenOpt, MaxNumSeqsOpt, ModelOpt, NextnOpt, RouterModeOpt, SeedOpt,
                                 ServedModelNameOpt, StartupTimeoutOpt, TimingName, TimingProfileOpt,
                                 TraceBlockSizeOpt, TraceOpt, VocabSizeOpt, WorkersOpt, fail, fmt, given_flags,
-                                hardware_section, int_list, load_run_config, merge, refuse, validation_message,
-                                warn_overridden)
+                                hardware_section, int_list, load_run_config, merge, refuse, row_decimals,
+                                validation_message, warn_overridden)
 from dynosim.config import RouterParams, RunConfig
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.traces.mooncake import TraceError
@@ -241,13 +241,15 @@ def comparison_table(table) -> Table:
     from dynosim.validate.compare import format_error
 
     t = Table(title="measured vs predicted")
-    for col in ("metric", "measured", "predicted", "error", "tolerance", ""):
-        t.add_column(col, justify="left" if col == "metric" else "right")
+    t.add_column("metric", overflow="fold")  # names wrap in a narrow terminal; figures never get cut
+    for col in ("measured", "predicted", "error", "tolerance", ""):
+        t.add_column(col, justify="right", no_wrap=True)
     for _, row in table.iterrows():
         mark = "n/a" if row["predicted"] != row["predicted"] else (
             ("ok" if row["ok"] else "[red]OUT[/red]") if row["gated"] else "(info)")
         tol = f"{row['tolerance']:.3f}" if row["error_kind"] == "abs" else f"{100 * row['tolerance']:.0f}%"
-        t.add_row(row["label"], fmt(row["measured"], 3), fmt(row["predicted"], 3), format_error(row), tol, mark)
+        nd = row_decimals([row["measured"], row["predicted"]], 3)
+        t.add_row(row["label"], fmt(row["measured"], nd), fmt(row["predicted"], nd), format_error(row), tol, mark)
     return t
 
 
