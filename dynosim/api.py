@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -38,14 +39,29 @@ class RunResult:
         driver = self.extra.get("state").extra.get("planner") if self.extra.get("state") is not None else None
         return driver.timeline() if driver is not None else None
 
+    @property
+    def timeline(self) -> pd.DataFrame | None:
+        """Per-worker and per-pool time series (schema: ``dynosim.metrics.timeline``); None when the run
+        was made with ``timeline_points=0``."""
+        state = self.extra.get("state")
+        sampler = state.extra.get("timeline") if state is not None else None
+        return sampler.frame() if sampler is not None else None
+
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``summary.json``, ``requests.parquet`` and ``requests.csv`` into ``out_dir``; with a planner
-        also ``replicas.csv``, ``replicas.parquet`` and the plot ``replicas.png``."""
+        """Write ``summary.json``, ``requests.parquet`` and ``requests.csv`` into ``out_dir``; with a timeline
+        ``timeline.parquet`` and its plot ``timeline.png``; with a planner also ``replicas.csv``,
+        ``replicas.parquet`` and the plot ``replicas.png``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(self.summary, indent=2, sort_keys=True) + "\n")
         self.requests.to_parquet(out / "requests.parquet", index=False)
         self.requests.to_csv(out / "requests.csv", index=False)
+        timeline = self.timeline
+        if timeline is not None:
+            from dynosim.metrics.plots import plot_timeline
+
+            timeline.to_parquet(out / "timeline.parquet", index=False)
+            plot_timeline(timeline, out / "timeline.png", title=self._title())
         tl = self.replicas
         if tl is not None:
             from dynosim.metrics.plots import plot_replicas
@@ -56,17 +72,45 @@ class RunResult:
                           + float(self.requests["arrival_ms"].min()) / 1000.0 if len(self.requests) else None)
         return out
 
+    def _title(self) -> str:
+        c = self.config
+        d = c.disagg
+        pools = f"{d.prefill_workers}P+{d.decode_workers}D" if d is not None else f"{c.workers} workers"
+        return f"{Path(str(self.summary.get('run', {}).get('trace', ''))).name}: {pools}, router {c.router_mode}" \
+            + (" (planner on)" if c.planner is not None else "")
+
+
+def check_output_file(path: str | Path) -> Path:
+    """``path`` can be written: its folder exists and is writable, and it is not a folder (ValueError)."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise ValueError(f"{p} is a directory, not a file")
+    if not parent.is_dir():
+        raise ValueError(f"directory not found: {parent}")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ValueError(f"not writable: {p if p.exists() else parent}")
+    return p
+
 
 def run(trace: str | Path | Trace, *, workers: int = 1, router_mode: str = "round-robin",
         engine: MockerArgs | dict | None = None, trace_block_size: int = 512, arrival_speedup: float = 1.0,
         seed: int = 0, limit: int | None = None, fast_forward: bool = True, router: RouterParams | dict | None = None,
-        config: RunConfig | None = None) -> RunResult:
+        config: RunConfig | None = None, timeline_points: int = 300,
+        trace_events: str | Path | None = None) -> RunResult:
     """Replay a Mooncake-style trace through a simulated deployment.
 
     Pass either the keyword arguments or a ready ``RunConfig``. ``engine`` takes
     ``MockerArgs`` or a dict of its fields (block_size, num_gpu_blocks, ...);
     ``router`` takes ``RouterParams`` or a dict (temperature, queue_threshold, ...).
+    ``timeline_points``: about how many samples ``RunResult.timeline`` gets (0: none).
+    ``trace_events``: write every pass there as Perfetto/Chrome trace-event JSON.
+    Neither changes any simulated figure.
     """
+    if isinstance(timeline_points, bool) or not isinstance(timeline_points, int) or timeline_points < 0:
+        raise ValueError(f"timeline_points must be an integer >= 0, got {timeline_points!r}")
+    if trace_events is not None:
+        trace_events = check_output_file(trace_events)
     if config is None:
         if isinstance(engine, dict):
             engine = MockerArgs(**engine)
@@ -85,7 +129,7 @@ def run(trace: str | Path | Trace, *, workers: int = 1, router_mode: str = "roun
         tr = load_trace(trace, trace_block_size=config.trace_block_size, speedup=config.arrival_speedup,
                         limit=limit)
     load_s = time.perf_counter() - t0
-    state = simulate(tr, config)
+    state = simulate(tr, config, timeline_points=timeline_points, record_passes=trace_events is not None)
     df, summary = summarize_state(state)
     sim_s = summary["duration_s"]
     summary["run"] = {
@@ -99,4 +143,10 @@ def run(trace: str | Path | Trace, *, workers: int = 1, router_mode: str = "roun
         "x_realtime": (sim_s / state.wall_s) if state.wall_s > 0 else float("nan"),
         "python": platform.python_version(),
     }
-    return RunResult(summary, df, config, extra={"state": state})
+    extra: dict[str, Any] = {"state": state}
+    if trace_events is not None:
+        from dynosim.metrics.trace_events import write_trace_events
+
+        t0 = float(df["arrival_ms"].min()) if len(df) else 0.0
+        extra["trace_events"] = (trace_events, write_trace_events(state.extra["passes"], trace_events, t0))
+    return RunResult(summary, df, config, extra=extra)

@@ -87,7 +87,8 @@ def test_run_returns_documented_frame_and_summary(result):
 
 def test_save_writes_files_that_round_trip(result, tmp_path):
     out = result.save(tmp_path / "out" / "nested")
-    assert sorted(p.name for p in out.iterdir()) == ["requests.csv", "requests.parquet", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["requests.csv", "requests.parquet", "summary.json",
+                                                     "timeline.parquet", "timeline.png"]
     summary = json.loads((out / "summary.json").read_text())
     # json has no NaN equality: compare through the same serialisation
     assert json.dumps(summary, sort_keys=True) == json.dumps(result.summary, sort_keys=True)

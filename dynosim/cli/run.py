@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from dynosim.api import RunResult, run as run_api
+from dynosim.api import RunResult, check_output_file, run as run_api
 from dynosim.cli.app import app, console, err_console
 from dynosim.cli.common import (AcceptRatesOpt, ArrivalSpeedupOpt, HwBackendOpt, HwKvQuantOpt, HwMemUtilOpt,
                                 HwModelOpt, HwSystemOpt, HwVersionOpt, HwWeightQuantOpt, LimitOpt,
@@ -174,9 +174,12 @@ def run(
     planner_max_replicas: Optional[int] = typer.Option(None, help="planner: cap per pool"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON deployment (RunConfig fields, e.g. "
                                           "examples/disagg_4p12d.yaml); its fields override the flags"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write summary.json, requests.parquet/csv (and "
-                                       "with a planner replicas.csv/parquet/png) here"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write summary.json, requests.parquet/csv, "
+                                       "timeline.parquet/png (and with a planner replicas.csv/parquet/png) here"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON instead of tables"),
+    timeline_points: int = typer.Option(300, help="timeline samples over the run (0: off)"),
+    trace_events: Optional[Path] = typer.Option(None, "--trace-events", metavar="FILE.json",
+                                                help="write every pass as Perfetto trace-event JSON"),
 ) -> None:
     """Replay a trace through simulated workers and report latency and throughput."""
     hw = hardware_section(model, system, backend, backend_version, tp, pp, ep, dp, weight_quant, kv_quant,
@@ -231,10 +234,17 @@ def run(
         fail(str(exc))
     if not trace.exists():
         fail(f"trace not found: {trace}")
+    if timeline_points < 0:
+        fail(f"--timeline-points: must be >= 0 (0 turns the timeline off), got {timeline_points}")
+    if trace_events is not None:
+        try:
+            check_output_file(trace_events)
+        except ValueError as exc:
+            fail(f"--trace-events: {exc}")
     try:
         if not as_json:
             err_console.print(f"replaying {trace} on {workers} worker(s) …")
-        res = run_api(trace, config=cfg, limit=limit)
+        res = run_api(trace, config=cfg, limit=limit, timeline_points=timeline_points, trace_events=trace_events)
     except TraceError as exc:
         fail(str(exc))
     except (ValueError, FileNotFoundError) as exc:
@@ -249,5 +259,9 @@ def run(
         if res.replicas is not None:
             console.print(replicas_table(res))
         if out is not None:
-            extra = ", replicas.csv/parquet/png" if res.replicas is not None else ""
+            extra = ", timeline.parquet/png" if res.timeline is not None else ""
+            extra += ", replicas.csv/parquet/png" if res.replicas is not None else ""
             console.print(f"wrote {out}/summary.json, requests.parquet, requests.csv{extra}")
+        if trace_events is not None:
+            path, n = res.extra["trace_events"]
+            console.print(f"wrote {path} ({n:,} passes; open it in https://ui.perfetto.dev)")

@@ -39,6 +39,7 @@ class DisaggFrontend(Frontend):
         self.link = link
         self._pending: dict[int, tuple[Request, Request]] = {}   # rid -> (twin, original) until prefill is done
         self._prefill_reuse: dict[int, tuple[int, int]] = {}      # rid -> prefill-side (reused, first_reused)
+        self.transfers_in_flight = 0                             # hand-offs started whose KV has not landed
 
     def _route_new(self, req: Request, now: float) -> None:
         twin = Request(req.rid, req.isl, 1, req.hash_ids, req.seq_hashes, now, session=req.session, turn=req.turn,
@@ -62,6 +63,7 @@ class DisaggFrontend(Frontend):
         self._prefill_reuse[req.rid] = (twin.reused, twin.first_reused)
         self._count_prefill(twin.isl, twin.reused)
         req.status = "transferring"
+        self.transfers_in_flight += 1
         self.clock.call_at(self.link.schedule(now, req.isl), lambda: self._to_decode(req), PRIO_ARRIVAL)
 
     def on_prefill_failed(self, twin: Request) -> None:
@@ -79,6 +81,7 @@ class DisaggFrontend(Frontend):
 
     # -- decode workers -------------------------------------------------------------------
     def _to_decode(self, req: Request) -> None:
+        self.transfers_in_flight -= 1
         req.status = "pending"
         w = self.decode_router.route(req, self.clock.now())
         if w is not None:

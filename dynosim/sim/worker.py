@@ -92,6 +92,11 @@ class Worker:
         self._durs: np.ndarray | None = None
         self._apply = 0
         self.busy_ms = 0.0
+        # passes ended and the token budget they scheduled (the timeline differences these)
+        self.passes_done = 0
+        self.tokens_done = 0
+        # when a list: one (start ms, duration ms, batch, scheduled tokens, prefill tokens) per pass (trace events)
+        self.pass_log: list[tuple[float, float, int, int, int]] | None = None
         self._in_admission = 0     # routed here, admission deferred by the admit interval
         # called when the engine runs out of work (a draining worker can then shut down)
         self.on_idle: Callable[["Worker"], None] | None = None
@@ -100,6 +105,17 @@ class Worker:
     def idle(self) -> bool:
         """No pass running, nothing queued or about to be admitted."""
         return not self._busy and not self._start_pending and self._in_admission == 0 and not self.sched.has_work
+
+    def progress(self, t: float) -> tuple[int, int]:
+        """Passes ended by ``t`` and the tokens they scheduled, counting a stretch in flight by its passes'
+        end times (a stretch is applied only when it ends)."""
+        passes, tokens = self.passes_done, self.tokens_done
+        ends = self._ends
+        if ends is not None:
+            k = int(np.searchsorted(ends[:self._apply], t, side="right"))
+            passes += k
+            tokens += k * len(self.sched.running)  # a uniform pass decodes every running request
+        return passes, tokens
 
     # -- inputs -----------------------------------------------------------------
     def submit(self, req: Request) -> None:
@@ -191,6 +207,11 @@ class Worker:
         end = float(ends[c - 1])
         n = len(self.sched.running)
         self.gaps.add_run(durs[:c], n)
+        self.passes_done += c
+        self.tokens_done += c * n
+        if self.pass_log is not None:
+            starts = [self._t0] + ends[:c - 1].tolist()
+            self.pass_log.extend((t, d, n, n, 0) for t, d in zip(starts, durs[:c].tolist()))
         for req in self.sched.running:
             req.last_token = end + self.lat
         self.sched.advance_uniform(c)
@@ -218,6 +239,11 @@ class Worker:
         for req in res.completed:
             self.on_complete(req)
         self.busy_ms += res.duration_ms
+        self.passes_done += 1
+        self.tokens_done += res.scheduled_tokens
+        if self.pass_log is not None:
+            self.pass_log.append((end - res.duration_ms, res.duration_ms, res.scheduled_requests, res.scheduled_tokens,
+                                  res.prefill_tokens))
         if self.on_pass is not None:
             self.on_pass(self, end, res)
         self._after_pass(end)

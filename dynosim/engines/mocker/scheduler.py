@@ -62,6 +62,7 @@ class PassResult:
     preempted: int = 0
     prefill_tokens: int = 0
     scheduled_tokens: int = 0  # budget used; a pass can take 0 ms yet make progress (e.g. output recompute)
+    scheduled_requests: int = 0  # requests scheduled in the pass (running ones that got budget, plus admitted)
 
 
 class VllmScheduler:
@@ -229,6 +230,7 @@ class VllmScheduler:
             i += 1
 
         failed: list[Request] = []
+        n_before_admission = len(running)
         if preempted == 0:
             waiting = self.waiting
             max_seqs = self.args.max_num_seqs
@@ -291,7 +293,8 @@ class VllmScheduler:
                 budget -= n
 
         result = PassResult(0.0, preempted=preempted, failed=failed,
-                            scheduled_tokens=self.args.max_num_batched_tokens - budget)
+                            scheduled_tokens=self.args.max_num_batched_tokens - budget,
+                            scheduled_requests=i + len(running) - n_before_admission)
         prefill_ms = 0.0
         if batch and not self._prefill_free:
             result.prefill_tokens = total_isl - total_prefix

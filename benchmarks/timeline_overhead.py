@@ -1,0 +1,78 @@
+"""What the timeline (on by default in ``dynosim run``) costs: wall time with and without it.
+
+Why: the timeline is sampled during every run, so it must stay cheap (target: under 5% more
+wall time). What: runs ``dynosim run`` as a user does (a fresh process each time: imports,
+trace loading, simulation, tables; no ``--out``) on the bundled trace, alternating
+``--timeline-points 0`` and the default, ``--repeat`` times each, for an aggregated deployment
+(4 workers) and the disaggregated ``examples/disagg_4p12d.yaml``; prints the medians of wall and
+CPU seconds (CPU time is steadier on a shared machine) and the overhead. Also checks that both
+runs print the same summary JSON apart from wall-clock fields.
+
+    .venv/bin/python benchmarks/timeline_overhead.py [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DYNOSIM = str(Path(sys.executable).with_name("dynosim"))
+TRACE = str(ROOT / "examples" / "traces" / "conversation_1k.jsonl")
+CASES = {"agg 4 workers": ["--workers", "4"],
+         "disagg 4P12D": ["--config", str(ROOT / "examples" / "disagg_4p12d.yaml")]}
+
+
+def cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def once(args: list[str], points: int) -> tuple[float, float, dict]:
+    """Wall and CPU seconds of one ``dynosim run`` process, and its summary less the wall-clock figures."""
+    t0, c0 = time.perf_counter(), cpu_children()
+    out = subprocess.run([DYNOSIM, "run", "--trace", TRACE, *args, "--timeline-points", str(points), "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    wall, cpu = time.perf_counter() - t0, cpu_children() - c0
+    summary = json.loads(out)
+    summary.pop("run")
+    return wall, cpu, summary
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=7)
+    a = ap.parse_args()
+    worst = 0.0
+    for name, args in CASES.items():
+        walls: dict[int, list[float]] = {0: [], 300: []}
+        cpus: dict[int, list[float]] = {0: [], 300: []}
+        summaries = {}
+        once(args, 300)  # warm the file cache
+        for _ in range(a.repeat):
+            for points in (0, 300):
+                w, c, s = once(args, points)
+                walls[points].append(w)
+                cpus[points].append(c)
+                summaries[points] = s
+        off, on = statistics.median(walls[0]), statistics.median(walls[300])
+        c_off, c_on = statistics.median(cpus[0]), statistics.median(cpus[300])
+        same = json.dumps(summaries[0], sort_keys=True) == json.dumps(summaries[300], sort_keys=True)
+        worst = max(worst, on / off - 1)
+        print(f"{name}: median wall {off:.3f} s without, {on:.3f} s with the timeline ({100 * (on / off - 1):+.1f}%); "
+              f"CPU {c_off:.3f} s vs {c_on:.3f} s ({100 * (c_on / c_off - 1):+.1f}%); {a.repeat} alternating runs "
+              f"each; summaries identical: {same}")
+        if not same:
+            return 1
+    print(f"worst overhead {100 * worst:+.1f}% (target < 5%): {'PASS' if worst < 0.05 else 'MISS'}")
+    return 0 if worst < 0.05 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
