@@ -12,16 +12,18 @@ from rich.table import Table
 
 from dynosim.api import RunResult, check_output_file, run as run_api
 from dynosim.cli.app import app, console, err_console
-from dynosim.cli.common import (AcceptRatesOpt, ArrivalSpeedupOpt, HwBackendOpt, HwKvQuantOpt, HwMemUtilOpt,
-                                HwModelOpt, HwSystemOpt, HwVersionOpt, HwWeightQuantOpt, LimitOpt,
+from dynosim.cli.common import (P_DEPLOY, P_DISAGG, P_ENGINE, P_HW, P_LOAD, P_OUTPUT, P_PLANNER, P_ROUTER, P_SLO,
+                                P_TIMING, TIMING_HELP, AcceptRatesOpt, ArrivalSpeedupOpt, HwBackendOpt, HwKvQuantOpt,
+                                HwMemUtilOpt, HwModelOpt, HwSystemOpt, HwVersionOpt, HwWeightQuantOpt, LimitOpt,
                                 MaxBatchedTokensOpt, MaxNumSeqsOpt, NextnOpt, Preemption, RouterModeOpt, SeedOpt,
                                 TimingName, TimingProfileOpt, TraceBlockSizeOpt, TraceOpt, WorkersOpt, accept_rates,
-                                fail, fmt, hardware_section, load_run_config, merge, parse_options,
-                                validation_message)
-from dynosim.config import DisaggConfig, RouterParams, RunConfig
-from dynosim.disagg.transfer import TransferConfig
+                                fail, fmt, given_flags, hardware_section, load_run_config, merge, parse_options,
+                                refuse, row_decimals, validation_message, warn_overridden)
+from dynosim.config import RouterParams, RunConfig
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.planner.config import PlannerConfig, SloConfig
+from dynosim.router.policies import check_policy_options
+from dynosim.router.queue import QUEUE_POLICIES
 from dynosim.traces.mooncake import TraceError
 
 
@@ -31,14 +33,17 @@ def summary_table(res: RunResult) -> Table:
     pools = f"{d.prefill_workers}P+{d.decode_workers}D" if d is not None else f"{res.config.workers} workers"
     t = Table(title=f"dynosim run: {s['requests']['completed']}/{s['requests']['total']} requests, "
                     f"{pools}{' (start; planner on)' if res.config.planner else ''}, router {res.config.router_mode}")
-    t.add_column("metric")
-    for col in ("mean", "p50", "p90", "p95", "p99", "std"):
-        t.add_column(col, justify="right")
-    names = {"ttft_ms": "TTFT (ms)", "itl_ms": "ITL per request (ms)", "token_gap_ms": "token gap (ms)",
+    # numbers never wrap or get cut; a narrow terminal wraps the metric names instead
+    t.add_column("metric", overflow="fold")
+    stats = ("mean", "p50", "p90", "p95", "p99", "std")
+    for col in stats:
+        t.add_column(col, justify="right", no_wrap=True)
+    names = {"ttft_ms": "TTFT (ms)", "itl_ms": "ITL (ms)", "token_gap_ms": "token gap (ms)",
              "e2e_ms": "E2E (ms)", "tps_user": "tokens/s/user"}
     for key, label in names.items():
-        d = s[key]
-        t.add_row(label, *(fmt(d[c]) for c in ("mean", "p50", "p90", "p95", "p99", "std")))
+        values = [s[key][c] for c in stats]
+        nd = row_decimals(values)
+        t.add_row(label, *(fmt(v, nd) for v in values))
     return t
 
 
@@ -46,8 +51,8 @@ def totals_table(res: RunResult) -> Table:
     s = res.summary
     th = s["throughput"]
     t = Table(show_header=False, title="throughput and cache")
-    t.add_column("k")
-    t.add_column("v", justify="right")
+    t.add_column("k", overflow="fold")
+    t.add_column("v", justify="right", no_wrap=True)
     rows = [
         ("simulated duration (s)", fmt(s["duration_s"], 1)),
         ("requests/s", fmt(th["requests_per_s"], 3)),
@@ -73,7 +78,10 @@ def replicas_table(res: RunResult, max_rows: int = 40) -> Table:
     tl = res.replicas
     t = Table(title=f"planner: replica timeline ({len(tl)} changes; peak {res.summary['planner']['peak_gpus']} GPUs)")
     for c in ("time (s)", "pool", "target", "starting", "ready", "draining", "GPUs", "why"):
-        t.add_column(c, justify="left" if c in ("pool", "why") else "right")
+        if c in ("pool", "why"):
+            t.add_column(c, overflow="fold")
+        else:
+            t.add_column(c, justify="right", no_wrap=True)
     rows = list(tl.itertuples(index=False))
     if len(rows) > max_rows:
         rows = rows[: max_rows // 2] + [None] + rows[-max_rows // 2:]
@@ -95,93 +103,184 @@ def _profile_latencies(profile: str | None) -> dict:
     try:
         prof = profile_engine_args(profile)
     except (ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
+        fail(f"--timing-profile: {exc}")
     return {k: prof[k] for k in ("admit_interval_ms", "client_latency_ms") if k in prof}
+
+
+# which config field each `run` flag sets: a flag the --config file also sets is overridden (said, not silent)
+_FIELD_OF = {
+    "workers": "workers", "router_mode": "router_mode", "num_gpu_blocks": "engine.num_gpu_blocks",
+    "block_size": "engine.block_size", "max_num_seqs": "engine.max_num_seqs",
+    "max_num_batched_tokens": "engine.max_num_batched_tokens", "timing": "engine.timing",
+    "timing_profile": "engine.timing_profile", "speedup_ratio": "engine.speedup_ratio",
+    "no_prefix_caching": "engine.enable_prefix_caching", "no_chunked_prefill": "engine.enable_chunked_prefill",
+    "preemption_mode": "engine.preemption_mode", "gpus_per_worker": "engine.gpus_per_worker",
+    "nextn": "engine.nextn", "nextn_accept_rates": "engine.nextn_accept_rates",
+    "trace_block_size": "trace_block_size", "arrival_speedup": "arrival_speedup", "concurrency": "concurrency",
+    "router_temperature": "router.temperature", "kv_overlap_score_credit": "router.overlap_score_credit",
+    "router_prefill_load_scale": "router.prefill_load_scale", "no_router_kv_events": "router.kv_events",
+    "router_ttl": "router.ttl_s", "router_tie_break": "router.tie_break",
+    "router_queue_threshold": "router.queue_threshold", "router_queue_policy": "router.queue_policy",
+    "device_types": "router.device_types", "seed": "seed", "slo_ttft_ms": "slo.ttft_ms", "slo_itl_ms": "slo.itl_ms",
+    "prefill_workers": "disagg.prefill_workers", "decode_workers": "disagg.decode_workers",
+    "kv_transfer_link": "disagg.transfer.link", "kv_transfer_bandwidth": "disagg.transfer.bandwidth_gbps",
+    "kv_transfer_latency_ms": "disagg.transfer.latency_ms", "kv_transfer_contention": "disagg.transfer.contention",
+    "planner_target": "planner.optimization_target", "planner_predictor": "planner.predictor",
+    "planner_gpu_budget": "planner.max_gpu_budget", "planner_startup_s": "planner.startup_time_s",
+    "planner_max_replicas": "planner.max_replicas",
+    **{k: f"engine.hardware.{k}" for k in ("model", "system", "backend", "backend_version", "tp", "pp", "ep", "dp",
+                                           "weight_quant", "kv_quant", "gpu_memory_utilization")},
+}
+_TRANSFER_FLAGS = ("kv_transfer_link", "kv_transfer_bandwidth", "kv_transfer_latency_ms", "kv_transfer_contention")
+_PLANNER_FLAGS = ("planner_target", "planner_predictor", "planner_gpu_budget", "planner_startup_s",
+                  "planner_max_replicas")
+# router flags that set a policy's own options (the policy declares which it reads)
+_POLICY_FLAGS = {"router_temperature": "temperature", "kv_overlap_score_credit": "overlap_score_credit",
+                 "router_prefill_load_scale": "prefill_load_scale", "router_tie_break": "tie_break",
+                 "device_types": "device_types"}
+
+
+def check_run_flags(given: dict[str, str], cfg: RunConfig, file_fields: dict, config: Path | None) -> None:
+    """Refuse the flags that would do nothing in the deployment ``cfg`` describes; say which the file overrides."""
+    from dynosim.engines.mocker.timing import PROFILE_TIMINGS
+    from dynosim.router.policies import POLICIES
+
+    if cfg.disagg is None:
+        refuse(given, _TRANSFER_FLAGS, "without disaggregation: add --prefill-workers and --decode-workers "
+                                       "(or a disagg section in --config)")
+    else:
+        refuse(given, ["workers"], "with disaggregation: the pools are --prefill-workers and --decode-workers")
+    if cfg.planner is None:
+        refuse(given, _PLANNER_FLAGS, "without the planner: add --planner (or a planner section in --config)")
+    mode = cfg.router_mode
+    policy = POLICIES[mode]
+    for name, option in _POLICY_FLAGS.items():
+        if option not in policy.options:
+            readers = " and ".join(m for m, cls in POLICIES.items() if option in getattr(cls, "options", ()))
+            refuse(given, [name], f"with --router-mode {mode} (only the {readers} router reads it)")
+    if not policy.uses_overlap:
+        refuse(given, ["no_router_kv_events", "router_ttl"],
+               f"with --router-mode {mode}: it keeps no KV index (kv and thompson do)")
+    elif cfg.router.kv_events:
+        refuse(given, ["router_ttl"], "while the router indexes engine KV events: the TTL is the approximate "
+                                      "indexer's (--no-router-kv-events)")
+    if cfg.router.queue_threshold is None:
+        refuse(given, ["router_queue_policy"], "without --router-queue-threshold (no queue)")
+    eng = cfg.engine
+    if eng.timing_profile and eng.timing not in PROFILE_TIMINGS:
+        fail(f"--timing-profile has no effect with timing model {eng.timing} (profiles are read by "
+             f"{', '.join(PROFILE_TIMINGS)})")
+    if config is not None:
+        warn_overridden(given, _FIELD_OF, file_fields, config)
 
 
 @app.command()
 def run(
+    ctx: typer.Context,
     trace: TraceOpt,
+    trace_block_size: TraceBlockSizeOpt = 512,
+    arrival_speedup: ArrivalSpeedupOpt = 1.0,
+    concurrency: Optional[int] = typer.Option(None, help="closed loop: keep N sessions open (the next starts when "
+                                              "one ends), ignoring the trace's timestamps", rich_help_panel=P_LOAD),
+    limit: LimitOpt = None,
     workers: WorkersOpt = 1,
-    prefill_workers: int = typer.Option(0, help="disaggregated: prefill workers (with --decode-workers)"),
-    decode_workers: int = typer.Option(0, help="disaggregated: decode workers"),
-    kv_transfer_link: Optional[str] = typer.Option(None, help="disaggregated KV hand-off link preset: nvlink, "
-                                                   "rdma, tcp (default: from --system, else rdma)"),
-    kv_transfer_bandwidth: Optional[float] = typer.Option(None, help="hand-off bandwidth in GB/s (overrides "
-                                                          "the preset)"),
-    kv_transfer_latency_ms: Optional[float] = typer.Option(None, help="hand-off latency (overrides the preset)"),
-    kv_transfer_contention: bool = typer.Option(False, "--kv-transfer-contention/--no-kv-transfer-contention",
-                                                help="hand-offs queue on one shared link"),
-    router_mode: RouterModeOpt = "round-robin",
-    num_gpu_blocks: Optional[int] = typer.Option(None, help="KV capacity per worker, in blocks (default: from "
-                                                 "memory with --model/--system, else 16384)"),
-    block_size: int = typer.Option(64, help="tokens per KV block"),
-    max_num_seqs: MaxNumSeqsOpt = 256,
-    max_num_batched_tokens: MaxBatchedTokensOpt = 8192,
-    timing: Optional[TimingName] = typer.Option(None, help="timing model (default: aic with --model/--system, "
-                                                "else polynomial)"),
-    timing_profile: TimingProfileOpt = None,
-    speedup_ratio: float = typer.Option(1.0, help="divide all modelled durations by this"),
-    prefix_caching: bool = typer.Option(True, "--prefix-caching/--no-prefix-caching"),
-    chunked_prefill: bool = typer.Option(True, "--chunked-prefill/--no-chunked-prefill"),
-    preemption_mode: Preemption = typer.Option("lifo", help="which running request is preempted"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON deployment (RunConfig fields, e.g. "
+                                          "examples/disagg_4p12d.yaml); its fields override the flags",
+                                          rich_help_panel=P_DEPLOY),
     gpus_per_worker: Optional[int] = typer.Option(None, help="GPUs per worker, for per-GPU throughput "
-                                                  "(without --model/--system; with them it is TP × PP × DP)"),
+                                                  "(without --model/--system; with them it is TP × PP × DP)",
+                                                  rich_help_panel=P_DEPLOY),
+    prefill_workers: int = typer.Option(0, help="prefill workers (with --decode-workers)", rich_help_panel=P_DISAGG),
+    decode_workers: int = typer.Option(0, help="decode workers (with --prefill-workers)", rich_help_panel=P_DISAGG),
+    kv_transfer_link: Optional[str] = typer.Option(None, help="KV hand-off link preset: nvlink, rdma, tcp "
+                                                   "(default: from --system, else rdma)", rich_help_panel=P_DISAGG),
+    kv_transfer_bandwidth: Optional[float] = typer.Option(None, help="hand-off GB/s (overrides the preset)",
+                                                          rich_help_panel=P_DISAGG),
+    kv_transfer_latency_ms: Optional[float] = typer.Option(None, help="hand-off latency (overrides the preset)",
+                                                           rich_help_panel=P_DISAGG),
+    kv_transfer_contention: bool = typer.Option(False, "--kv-transfer-contention", rich_help_panel=P_DISAGG,
+                                                help="hand-offs queue on one shared link"),
     model: HwModelOpt = None,
     system: HwSystemOpt = None,
     backend: HwBackendOpt = None,
     backend_version: HwVersionOpt = None,
-    tp: Optional[int] = typer.Option(None, help="tensor parallel GPUs per worker (with --model/--system)"),
-    pp: Optional[int] = typer.Option(None, help="pipeline parallel stages"),
-    ep: Optional[int] = typer.Option(None, help="MoE: expert parallel ranks"),
-    dp: Optional[int] = typer.Option(None, help="MoE: attention data-parallel ranks per worker"),
+    tp: Optional[int] = typer.Option(None, help="tensor parallel GPUs per worker", rich_help_panel=P_HW),
+    pp: Optional[int] = typer.Option(None, help="pipeline parallel stages", rich_help_panel=P_HW),
+    ep: Optional[int] = typer.Option(None, help="MoE: expert parallel ranks", rich_help_panel=P_HW),
+    dp: Optional[int] = typer.Option(None, help="MoE: attention data-parallel ranks per worker",
+                                     rich_help_panel=P_HW),
     weight_quant: HwWeightQuantOpt = None,
     kv_quant: HwKvQuantOpt = None,
     gpu_memory_utilization: HwMemUtilOpt = None,
+    num_gpu_blocks: Optional[int] = typer.Option(None, help="KV capacity per worker, in blocks (default: from "
+                                                 "memory with --model/--system, else 16384)",
+                                                 rich_help_panel=P_ENGINE),
+    block_size: int = typer.Option(64, help="tokens per KV block", rich_help_panel=P_ENGINE),
+    max_num_seqs: MaxNumSeqsOpt = 256,
+    max_num_batched_tokens: MaxBatchedTokensOpt = 8192,
+    no_prefix_caching: bool = typer.Option(False, "--no-prefix-caching", help="turn prefix caching off",
+                                           rich_help_panel=P_ENGINE),
+    no_chunked_prefill: bool = typer.Option(False, "--no-chunked-prefill", help="turn chunked prefill off",
+                                            rich_help_panel=P_ENGINE),
+    preemption_mode: Preemption = typer.Option("lifo", help="which running request is preempted",
+                                               rich_help_panel=P_ENGINE),
     nextn: NextnOpt = 0,
     nextn_accept_rates: AcceptRatesOpt = None,
-    trace_block_size: TraceBlockSizeOpt = 512,
-    arrival_speedup: ArrivalSpeedupOpt = 1.0,
-    concurrency: Optional[int] = typer.Option(None, help="closed loop: keep N sessions open (the next starts when "
-                                              "one ends), ignoring the trace's timestamps"),
-    limit: LimitOpt = None,
-    router_temperature: float = typer.Option(0.0, help="KV router: 0 = argmin, >0 = softmax sampling"),
-    kv_overlap_score_credit: float = typer.Option(1.0, help="KV router: credit per cached prefix block (0..1)"),
-    router_prefill_load_scale: float = typer.Option(1.0, help="KV router: weight of the prefill term"),
-    router_kv_events: bool = typer.Option(True, "--router-kv-events/--no-router-kv-events",
-                                          help="KV router: indexer from engine events, or approximate "
-                                               "from its own decisions (TTL)"),
-    router_ttl: float = typer.Option(120.0, help="approximate KV router: seconds a decision is remembered"),
-    router_tie_break: str = typer.Option("random", help="KV router exact ties: random | tree-size"),
+    timing: Optional[TimingName] = typer.Option(None, metavar="<name>", rich_help_panel=P_TIMING,
+                                                help=f"{TIMING_HELP} (default: aic with --model/--system, "
+                                                     "else polynomial)"),
+    timing_profile: TimingProfileOpt = None,
+    speedup_ratio: float = typer.Option(1.0, help="divide all modelled durations by this", rich_help_panel=P_TIMING),
+    router_mode: RouterModeOpt = "round-robin",
+    seed: SeedOpt = 0,
+    router_temperature: float = typer.Option(0.0, help="KV router: 0 = argmin, >0 = softmax sampling",
+                                             rich_help_panel=P_ROUTER),
+    kv_overlap_score_credit: float = typer.Option(1.0, help="KV router: credit per cached prefix block (0..1)",
+                                                  rich_help_panel=P_ROUTER),
+    router_prefill_load_scale: float = typer.Option(1.0, help="KV router: weight of the prefill term",
+                                                    rich_help_panel=P_ROUTER),
+    router_tie_break: str = typer.Option("random", help="KV router exact ties: random | tree-size",
+                                         rich_help_panel=P_ROUTER),
+    no_router_kv_events: bool = typer.Option(False, "--no-router-kv-events", rich_help_panel=P_ROUTER,
+                                             help="KV index from the router's own decisions (TTL), not from "
+                                                  "engine KV events"),
+    router_ttl: float = typer.Option(120.0, help="with --no-router-kv-events: seconds a decision is remembered",
+                                     rich_help_panel=P_ROUTER),
     router_queue_threshold: Optional[float] = typer.Option(
         None, help="queue requests while every worker has more than this × max_num_batched_tokens "
-                   "of pending prefill (off by default)"),
-    router_queue_policy: str = typer.Option("fcfs", help="router queue order: fcfs | lcfs | wspt"),
+                   "of pending prefill (off by default)", rich_help_panel=P_ROUTER),
+    router_queue_policy: str = typer.Option("fcfs", help=f"queue order: {' | '.join(QUEUE_POLICIES)}",
+                                            rich_help_panel=P_ROUTER),
     device_types: Optional[str] = typer.Option(None, help="device-aware-weighted: comma list of cpu/cuda "
-                                                          "per worker"),
-    router_option: list[str] = typer.Option([], "--router-option",
-                                            help="policy option KEY=VALUE (repeatable), e.g. variant=generalized"),
-    seed: SeedOpt = 0,
-    slo_ttft_ms: float = typer.Option(500.0, help="TTFT objective: goodput and the planner's SLA target"),
-    slo_itl_ms: float = typer.Option(50.0, help="ITL objective: goodput and the planner's SLA target"),
-    planner: bool = typer.Option(False, "--planner/--no-planner", help="autoscale the pools with the planner "
-                                 "(the workers given are the starting deployment)"),
-    planner_target: str = typer.Option("sla", help="planner optimization target: sla | throughput | latency"),
-    planner_predictor: str = typer.Option("arima", help="planner load predictor: constant | moving-average | "
-                                          "kalman | arima"),
-    planner_gpu_budget: int = typer.Option(16, help="planner: GPUs all pools may hold together"),
-    planner_startup_s: float = typer.Option(60.0, help="planner: seconds before a new worker is routable"),
-    planner_max_replicas: Optional[int] = typer.Option(None, help="planner: cap per pool"),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON deployment (RunConfig fields, e.g. "
-                                          "examples/disagg_4p12d.yaml); its fields override the flags"),
+                                                          "per worker", rich_help_panel=P_ROUTER),
+    router_option: list[str] = typer.Option([], "--router-option", metavar="<key=value>", rich_help_panel=P_ROUTER,
+                                            help="policy option (repeatable), e.g. variant=generalized"),
+    planner: bool = typer.Option(False, "--planner", help="autoscale the pools with the planner "
+                                 "(the workers given are the starting deployment)", rich_help_panel=P_PLANNER),
+    planner_target: str = typer.Option("sla", help="optimization target: sla | throughput | latency",
+                                       rich_help_panel=P_PLANNER),
+    planner_predictor: str = typer.Option("arima", help="load predictor: constant | moving-average | "
+                                          "kalman | arima", rich_help_panel=P_PLANNER),
+    planner_gpu_budget: int = typer.Option(16, help="GPUs all pools may hold together", rich_help_panel=P_PLANNER),
+    planner_startup_s: float = typer.Option(60.0, help="seconds before a new worker is routable",
+                                            rich_help_panel=P_PLANNER),
+    planner_max_replicas: Optional[int] = typer.Option(None, help="cap per pool", rich_help_panel=P_PLANNER),
+    slo_ttft_ms: float = typer.Option(500.0, help="TTFT objective: goodput and the planner's SLA target",
+                                      rich_help_panel=P_SLO),
+    slo_itl_ms: float = typer.Option(50.0, help="ITL objective: goodput and the planner's SLA target",
+                                     rich_help_panel=P_SLO),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write summary.json, requests.parquet/csv, "
-                                       "timeline.parquet/png (and with a planner replicas.csv/parquet/png) here"),
-    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON instead of tables"),
-    timeline_points: int = typer.Option(300, help="timeline samples over the run (0: off)"),
+                                       "timeline.parquet/png (and with a planner replicas.csv/parquet/png) here", rich_help_panel=P_OUTPUT),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON instead of tables",
+                                 rich_help_panel=P_OUTPUT),
+    timeline_points: int = typer.Option(300, help="timeline samples over the run (0: off)",
+                                        rich_help_panel=P_OUTPUT),
     trace_events: Optional[Path] = typer.Option(None, "--trace-events", metavar="FILE.json",
-                                                help="write every pass as Perfetto trace-event JSON"),
+                                                help="write every pass as Perfetto trace-event JSON",
+                                                rich_help_panel=P_OUTPUT),
 ) -> None:
     """Replay a trace through simulated workers and report latency and throughput."""
+    given = given_flags(ctx)
     hw = hardware_section(model, system, backend, backend_version, tp, pp, ep, dp, weight_quant, kv_quant,
                           gpu_memory_utilization)
     if hw is None and tp is not None:
@@ -189,12 +288,16 @@ def run(
              "only counts GPUs)")
     if hw is not None and gpus_per_worker is not None:
         fail("--gpus-per-worker follows from --tp × --pp × --dp when --model/--system are given")
+    file_fields = load_run_config(config) if config is not None else {}
+    if (prefill_workers or decode_workers) and (prefill_workers < 1 or decode_workers < 1):
+        fail("disaggregated serving needs --prefill-workers >= 1 and --decode-workers >= 1")
     try:
         engine_fields = dict(block_size=block_size, num_gpu_blocks=num_gpu_blocks, max_num_seqs=max_num_seqs,
                              max_num_batched_tokens=max_num_batched_tokens,
                              timing=timing.value if timing is not None else None,
                              timing_profile=timing_profile, speedup_ratio=speedup_ratio,
-                             enable_prefix_caching=prefix_caching, enable_chunked_prefill=chunked_prefill,
+                             enable_prefix_caching=not no_prefix_caching,
+                             enable_chunked_prefill=not no_chunked_prefill,
                              preemption_mode=preemption_mode.value, hardware=hw,
                              nextn=nextn, nextn_accept_rates=accept_rates(nextn_accept_rates),
                              **_profile_latencies(timing_profile))
@@ -203,35 +306,40 @@ def run(
         engine = MockerArgs(**{k: v for k, v in engine_fields.items() if v is not None})
         router = RouterParams(
             temperature=router_temperature, overlap_score_credit=kv_overlap_score_credit,
-            prefill_load_scale=router_prefill_load_scale, kv_events=router_kv_events, ttl_s=router_ttl,
+            prefill_load_scale=router_prefill_load_scale, kv_events=not no_router_kv_events, ttl_s=router_ttl,
             tie_break=router_tie_break, queue_threshold=router_queue_threshold, queue_policy=router_queue_policy,
-            device_types=[d.strip() for d in device_types.split(",")] if device_types else None,
-            policy_options=parse_options(router_option))
-        disagg = None
-        if prefill_workers or decode_workers:
-            if prefill_workers < 1 or decode_workers < 1:
-                fail("disaggregated serving needs --prefill-workers >= 1 and --decode-workers >= 1")
-            disagg = DisaggConfig(prefill_workers=prefill_workers, decode_workers=decode_workers,
-                                  transfer=TransferConfig(link=kv_transfer_link,
-                                                          bandwidth_gbps=kv_transfer_bandwidth,
-                                                          latency_ms=kv_transfer_latency_ms,
-                                                          contention=kv_transfer_contention))
-        planner_cfg = PlannerConfig(optimization_target=planner_target, predictor=planner_predictor,
-                                    max_gpu_budget=planner_gpu_budget, startup_time_s=planner_startup_s,
-                                    max_replicas=planner_max_replicas) if planner else None
+            device_types=[d.strip() for d in device_types.split(",")] if device_types else None)
         cfg = RunConfig(workers=workers, router_mode=router_mode.value, engine=engine, router=router,
                         trace_block_size=trace_block_size, arrival_speedup=arrival_speedup, seed=seed,
-                        disagg=disagg, slo=SloConfig(ttft_ms=slo_ttft_ms, itl_ms=slo_itl_ms), planner=planner_cfg,
-                        concurrency=concurrency)
-        if config is not None:
-            base = json.loads(cfg.model_dump_json())
-            if timing is None:  # unset: the file's hardware (if any) decides the timing model
-                base["engine"].pop("timing")
-            cfg = RunConfig(**merge(base, load_run_config(config)))
+                        slo=SloConfig(ttft_ms=slo_ttft_ms, itl_ms=slo_itl_ms), concurrency=concurrency)
+        fields = json.loads(cfg.model_dump_json())
+        if timing is None:  # unset: the engine's hardware (the file's, if any) decides the timing model
+            fields["engine"].pop("timing")
+        # the flags fill in what a --config file's disagg and planner sections leave unsaid
+        if prefill_workers or decode_workers or file_fields.get("disagg") is not None:
+            transfer = {"link": kv_transfer_link, "bandwidth_gbps": kv_transfer_bandwidth,
+                        "latency_ms": kv_transfer_latency_ms, "contention": kv_transfer_contention}
+            fields["disagg"] = {"transfer": {k: v for k, v in transfer.items() if v is not None}}
+            if prefill_workers:
+                fields["disagg"].update(prefill_workers=prefill_workers, decode_workers=decode_workers)
+        if planner or file_fields.get("planner") is not None:
+            fields["planner"] = PlannerConfig(optimization_target=planner_target, predictor=planner_predictor,
+                                              max_gpu_budget=planner_gpu_budget, startup_time_s=planner_startup_s,
+                                              max_replicas=planner_max_replicas).model_dump()
+        policy_options = parse_options(router_option)
+        if policy_options:
+            fields["router"]["policy_options"] = policy_options
+            mode = file_fields.get("router_mode", router_mode.value)
+            try:
+                check_policy_options(mode, policy_options)
+            except ValueError as exc:
+                fail(f"--router-option: {exc}")
+        cfg = RunConfig(**merge(fields, file_fields))
     except ValidationError as exc:
         fail(validation_message(exc))
     except ValueError as exc:  # a hardware name or combination (HardwareError)
         fail(str(exc))
+    check_run_flags(given, cfg, file_fields, config)
     if not trace.exists():
         fail(f"trace not found: {trace}")
     if timeline_points < 0:
@@ -243,7 +351,9 @@ def run(
             fail(f"--trace-events: {exc}")
     try:
         if not as_json:
-            err_console.print(f"replaying {trace} on {workers} worker(s) …")
+            pools = f"{cfg.disagg.prefill_workers}P+{cfg.disagg.decode_workers}D" if cfg.disagg is not None \
+                else f"{cfg.workers} worker(s)"
+            err_console.print(f"replaying {trace} on {pools} …")
         res = run_api(trace, config=cfg, limit=limit, timeline_points=timeline_points, trace_events=trace_events)
     except TraceError as exc:
         fail(str(exc))
