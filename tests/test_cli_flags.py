@@ -169,3 +169,12 @@ def test_calibrate_refuses_flags_without_effect(tmp_path, args, needles):
     res = runner.invoke(app, ["calibrate", "--out", str(tmp_path / "p.yaml"), *args])
     refused(res, " ".join(res.output.split()), *needles)
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_trace_synth_refuses_a_session_count_with_a_duration(tmp_path):
+    out = tmp_path / "t.jsonl"
+    res = runner.invoke(app, ["trace", "synth", str(out), "--sessions", "5", "--duration-s", "10"])
+    refused(res, " ".join(res.output.split()), "--sessions has no effect with --duration-s")
+    assert not out.exists()
+    res = runner.invoke(app, ["trace", "synth", str(out), "--duration-s", "10"])
+    assert res.exit_code == 0 and out.exists(), res.output

@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 
 from dynosim.cli.app import console, trace_app
-from dynosim.cli.common import TraceBlockSizeOpt, fail, validation_message
+from dynosim.cli.common import TraceBlockSizeOpt, fail, given_flags, refuse, validation_message
 from dynosim.traces.inspect import format_inspection, inspect_trace
 from dynosim.traces.mooncake import TraceError
 
@@ -36,6 +36,7 @@ def trace_inspect(
 
 @trace_app.command("synth")
 def trace_synth(
+    ctx: typer.Context,
     out: Path = typer.Argument(..., help="JSONL file to write"),
     sessions: Optional[int] = typer.Option(100, help="top-level agent sessions (or use --duration-s)"),
     duration_s: Optional[float] = typer.Option(None, help="generate sessions arriving within this many seconds"),
@@ -49,6 +50,8 @@ def trace_synth(
     """Write a seeded agentic multi-turn trace (shared prompts, growing context, tool gaps, sub-agents, hints)."""
     from dynosim.traces.synth import SynthConfig, synth_agentic, write_jsonl
 
+    if duration_s is not None:
+        refuse(given_flags(ctx), ["sessions"], "with --duration-s (the count follows from the duration and --rate)")
     fields = dict(seed=seed, rate=rate, n_apps=apps, subagent_prob=subagent_prob, trace_block_size=trace_block_size,
                   num_sessions=None if duration_s is not None else sessions, duration_s=duration_s)
     if config is not None:
