@@ -94,9 +94,9 @@ def _fmt(x: float) -> str:
 def format_inspection(d: dict) -> Table:
     """A rich table of ``inspect_trace`` output for the CLI."""
     table = Table(title=f"trace {d['path']}", show_header=True, header_style="bold")
-    table.add_column("metric")
+    table.add_column("metric", overflow="fold")  # a narrow terminal wraps the names, never cuts a figure
     for k in _STAT_KEYS:
-        table.add_column(k, justify="right")
+        table.add_column(k, justify="right", no_wrap=True)
     for key, label in (("isl", "input tokens (ISL)"), ("osl", "output tokens (OSL)"),
                        ("blocks_per_request", f"blocks/request ({d['trace_block_size']} tok)")):
         table.add_row(label, *(_fmt(d[key][k]) for k in _STAT_KEYS))
