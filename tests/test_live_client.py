@@ -232,7 +232,39 @@ def test_read_timeout_catches_a_stalled_stream_early():
                 return r, time.monotonic() - t0
 
     r, took = run(main())
-    assert r.status == "timeout" and "read timeout" in r.error and r.completion_tokens == 2 and took < 5
+    assert r.status == "timeout" and "idle timeout" in r.error and r.completion_tokens == 2 and took < 5
+
+
+def test_the_idle_timeout_is_on_by_default():
+    assert LiveClient("http://127.0.0.1:1", MODEL).idle_timeout_s == 60.0
+    assert LiveClient("http://127.0.0.1:1", MODEL, idle_timeout_s=None).idle_timeout_s is None
+    with pytest.raises(ValueError):
+        LiveClient("http://127.0.0.1:1", MODEL, idle_timeout_s=0)
+
+
+@pytest.mark.parametrize("mode,after,where", [
+    ("stall", 3, "mid-stream"),
+    ("stall", 0, "before the first token"),     # headers sent, then nothing
+    ("hang", 1, "before the response"),         # the server never answers
+    ("stall_keepalive", 3, "mid-stream"),       # SSE comments keep the socket busy but carry no data
+])
+def test_a_stream_silent_for_the_idle_timeout_fails_with_that_reason(mode, after, where):
+    async def main():
+        async with FakeOpenAIServer(script=Script(ttft_ms=5, itl_ms=2)) as srv:
+            async with LiveClient(srv.base_url, MODEL, timeout_s=30, idle_timeout_s=0.4) as c:
+                srv.inject(mode, after_tokens=after)
+                t0 = time.monotonic()
+                r = await c.complete(prompt(20), 8)
+                took = time.monotonic() - t0
+                good = await c.complete(prompt(20), 8)   # the next request is not affected
+                return r, took, good
+
+    r, took, good = run(main())
+    assert r.status == "timeout" and not r.ok
+    assert f"no data for 0.4 s {where} (idle timeout)" in r.error, r.error
+    assert r.completion_tokens == (after if mode != "hang" else 0)
+    assert took < 10                                  # not the 30 s whole-request limit
+    assert good.ok and good.completion_tokens == 8
 
 
 def test_unknown_model_is_an_error_with_the_server_message():

@@ -661,19 +661,49 @@ def test_cli_validate_bad_input_exits_2(tmp_path):
 
 
 def test_cli_validate_unreachable_endpoint_fails_fast_with_exit_3(tmp_path, quick_plot):
+    """An endpoint nobody listens on is named at once (before anything is sent), exit 3, with or without a model
+    name (without one, validate asks the endpoint for it: that used to poll /health for 30 s, then a traceback)."""
     tp = write_trace(tmp_path / "t.jsonl", small_rows(6))
     url = f"http://127.0.0.1:{closed_port()}"
-    t0 = time.perf_counter()
-    res, text = cli(tp, tmp_path / "o", "--endpoint", url, "--router-mode", "round-robin",
-                    "--request-timeout", "2")
-    assert time.perf_counter() - t0 < 30
-    assert res.exit_code == 3, res.output
-    assert isinstance(res.exception, SystemExit) and "Traceback" not in res.output
-    assert "live: 0 completed, 6 failed, 0 not sent" in text and "INCOMPLETE: requests lost" in text
-    assert "failed ×6:" in text and "cannot connect" in text.split("failed ×6:")[1]
-    mdf = pd.read_csv(tmp_path / "o" / "measured" / "requests.csv")
-    assert len(mdf) == 6 and mdf["status"].str.contains("cannot connect").all()
-    assert json.loads((tmp_path / "o" / "comparison.json").read_text())["exit_code"] == 3
+    for named in (True, False):
+        args = ["validate", "--trace", str(tp), "--timing", "fixed", "--trace-block-size", str(TBS),
+                "--block-size", str(BS), "--out", str(tmp_path / "o"), "--endpoint", url,
+                "--router-mode", "round-robin", *(["--served-model-name", MODEL] if named else [])]
+        t0 = time.perf_counter()
+        res = runner.invoke(app, args)
+        text = " ".join(res.output.split())
+        assert time.perf_counter() - t0 < 15
+        assert res.exit_code == 3, res.output
+        assert isinstance(res.exception, SystemExit) and "Traceback" not in res.output
+        assert f"error: --endpoint {url}: cannot connect (" in text and "Connect call failed" in text
+        assert (f"asking {url} for its model …" in text) is not named
+        assert not (tmp_path / "o" / "comparison.json").exists()
+
+
+def test_cli_validate_endpoint_serving_another_model_is_bad_input(tmp_path):
+    tp = write_trace(tmp_path / "t.jsonl", small_rows(4))
+    with fakes(1) as fleet:
+        res = runner.invoke(app, ["validate", "--trace", str(tp), "--timing", "fixed", "--trace-block-size",
+                                  str(TBS), "--block-size", str(BS), "--out", str(tmp_path / "o"),
+                                  "--endpoint", fleet.urls[0], "--router-mode", "round-robin",
+                                  "--served-model-name", "other-model"])
+        assert fleet.servers[0].requests == []        # nothing was sent
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2, res.output
+    assert f"error: --endpoint {fleet.urls[0]} serves ['{MODEL}'], not 'other-model' (--served-model-name)" in text
+
+
+def test_cli_validate_asks_an_endpoint_for_its_model(tmp_path, quick_plot):
+    tp = write_trace(tmp_path / "t.jsonl", small_rows(4))
+    with fakes(1) as fleet:
+        res = runner.invoke(app, ["validate", "--trace", str(tp), "--timing", "fixed", "--trace-block-size",
+                                  str(TBS), "--block-size", str(BS), "--out", str(tmp_path / "o"),
+                                  "--endpoint", fleet.urls[0], "--router-mode", "round-robin",
+                                  "--tolerance", "1e9", "--reuse-tolerance", "1"])
+        assert {r["body"]["model"] for r in fleet.servers[0].requests} == {MODEL}
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    assert f"asking {fleet.urls[0]} for its model … {fleet.urls[0]} serves {MODEL}" in text
 
 
 def test_prompt_hasher_prepares_every_prompt_before_the_clock_starts(tmp_path):

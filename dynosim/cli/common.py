@@ -55,7 +55,9 @@ def parse_options(items: list[str]) -> dict:
         k, v = item.split("=", 1)
         try:
             out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as exc:
+            if v.lstrip()[:1] in ("{", "["):  # meant as a JSON object or list: say so rather than pass a string
+                fail(f"--router-option {k.strip()}: not valid JSON ({exc.msg} at character {exc.pos + 1}): {v}")
             out[k.strip()] = v
     return out
 
@@ -82,17 +84,24 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_run_config(path: Path) -> dict:
+def load_run_config(path: Path, flag: str = "--config") -> dict:
+    """The mapping in a YAML/JSON file of RunConfig fields; every problem is an ``error:`` line naming ``flag``."""
     import yaml
 
     if not path.exists():
-        fail(f"config not found: {path}")
+        fail(f"{flag}: config not found: {path}")
+    if not path.is_file():
+        fail(f"{flag} {path}: not a file")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        fail(f"{path}: not valid YAML/JSON: {exc}")
+        from dynosim.engines.mocker.timing import yaml_problem
+
+        fail(f"{flag} {path}: not valid YAML/JSON: {yaml_problem(exc)}")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"{flag} {path}: cannot read it: {exc}")
     if not isinstance(data, dict):
-        fail(f"{path}: expected a mapping of RunConfig fields")
+        fail(f"{flag} {path}: expected a mapping of RunConfig fields")
     return data
 
 
@@ -155,7 +164,8 @@ ServedModelNameOpt = Annotated[Optional[str], typer.Option(help="model name the 
                                                            rich_help_panel=P_LIVE)]
 DeviceOpt = Annotated[Device, typer.Option(help="cpu (the CPU build of vLLM) or cuda", rich_help_panel=P_LAUNCH)]
 EnginePythonOpt = Annotated[Optional[str], typer.Option(help="Python with the engine installed "
-                                                        "(default: .venv-vllm/bin/python when present)",
+                                                        "(default: the venv of scripts/setup_vllm_cpu.sh, "
+                                                        "~/.cache/dynosim/venv-vllm, when present)",
                                                         rich_help_panel=P_LAUNCH)]
 MaxModelLenOpt = Annotated[int, typer.Option(help="the engine's context limit", rich_help_panel=P_LAUNCH)]
 BasePortOpt = Annotated[int, typer.Option(help="first HTTP port", rich_help_panel=P_LAUNCH)]

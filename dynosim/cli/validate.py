@@ -24,6 +24,10 @@ from dynosim.config import RouterParams, RunConfig
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.traces.mooncake import TraceError
 
+IdleTimeoutOpt = typer.Option(60.0, "--idle-timeout", metavar="S", rich_help_panel=P_LIVE,
+                              help="a stream silent this long (between chunks, or before its first) fails "
+                                   "as timed out; 0: no limit")
+
 
 # which RunConfig field each `validate` flag sets: a --config file that sets it too wins, and says so
 _VALIDATE_FIELD_OF = {
@@ -56,6 +60,7 @@ def validate(
     model: ModelOpt = "",
     served_model_name: ServedModelNameOpt = None,
     request_timeout: float = typer.Option(600.0, help="seconds one request may take", rich_help_panel=P_LIVE),
+    idle_timeout: float = IdleTimeoutOpt,
     vocab_size: VocabSizeOpt = 2048,
     kv_events: list[str] = typer.Option([], "--kv-events", metavar="<zmq>", rich_help_panel=P_ATTACH,
                                         help="ZMQ endpoint each engine publishes KV events to (we bind it), once "
@@ -118,9 +123,10 @@ def validate(
     """Replay a trace on live engines, simulate the same deployment, and compare per metric.
 
     Exit status: 0 within tolerance, 1 a gated metric is out of tolerance, 3 the live run
-    lost requests (failures, timeouts, a dead server), 2 bad input.
+    lost requests (failures, timeouts, a dead or unreachable server, Ctrl-C), 2 bad input.
     """
-    from dynosim.engines.mocker.timing import PROFILE_TIMINGS, profile_engine_args
+    from dynosim.engines.live.kv_events import check_endpoint as check_kv_endpoint
+    from dynosim.engines.mocker.timing import PROFILE_TIMINGS, profile_engine_args, timing_for
     from dynosim.router.policies import POLICIES
     from dynosim.traces.mooncake import load_trace
     from dynosim.validate.servers import ServerError
@@ -129,6 +135,12 @@ def validate(
     given = given_flags(ctx)
     if launch is None and not endpoint:
         fail("give --launch vllm (start servers) or --endpoint URL (attach), once per worker")
+    idle_s = _idle_seconds(idle_timeout)
+    for ep in kv_events:
+        try:
+            check_kv_endpoint(ep)
+        except ValueError as exc:
+            fail(f"--kv-events {ep}: {exc}")
     if launch is not None and endpoint:
         fail("--launch and --endpoint exclude each other")
     if launch is not None:
@@ -198,6 +210,11 @@ def validate(
     if cfg.engine.timing_profile and cfg.engine.timing not in PROFILE_TIMINGS:
         fail(f"--timing-profile has no effect with timing model {cfg.engine.timing} (profiles are read by "
              f"{', '.join(PROFILE_TIMINGS)})")
+    if cfg.engine.timing_profile:  # the prediction's profile is read now, not after the live run
+        try:
+            timing_for(cfg.engine)
+        except (ValueError, FileNotFoundError) as exc:
+            fail(f"--timing-profile: {exc}")
     if config is not None:
         warn_overridden(given, _VALIDATE_FIELD_OF, file_fields, config)
     if not trace.exists():
@@ -212,7 +229,8 @@ def validate(
                            base_port=base_port, events_base_port=events_base_port, gpus_per_worker=gpus_per_worker,
                            max_model_len=max_model_len, match_kv_capacity=not no_match_kv_capacity,
                            startup_timeout_s=startup_timeout, request_timeout_s=request_timeout,
-                           vocab_size=vocab_size, tolerance=tolerance, reuse_tolerance=reuse_tolerance,
+                           idle_timeout_s=idle_s, vocab_size=vocab_size, tolerance=tolerance,
+                           reuse_tolerance=reuse_tolerance,
                            extra_engine_args=tuple(engine_arg), decode_workers=decode_workers,
                            decode_endpoints=list(decode_endpoint))
     try:
@@ -222,6 +240,9 @@ def validate(
         raise typer.Exit(3)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:  # outside the replay (starting servers, simulating); in it, Ctrl-C keeps the data
+        err_console.print(f"[red]error:[/red] interrupted; whatever was measured is in {out}/measured")
+        raise typer.Exit(3)
     console.print(comparison_table(res.table))
     r = res.measured["requests"]
     console.print(f"live: {r['completed']} completed, {r['failed']} failed, {r.get('not_sent', 0)} not sent; "
@@ -233,8 +254,16 @@ def validate(
         err_console.print(f"[red]failed ×{n}:[/red] {reason}")
     verdict = {0: "[green]PASS[/green]", 1: "[red]FAIL: out of tolerance[/red]",
                3: "[red]INCOMPLETE: requests lost[/red]"}[res.exit_code]
+    if res.exit_code == 3 and str(res.measured.get("aborted") or "").startswith("interrupted"):
+        verdict = "[red]INCOMPLETE: interrupted (what was measured is written)[/red]"
     console.print(verdict)
     raise typer.Exit(res.exit_code)
+
+
+def _idle_seconds(value: float) -> float | None:
+    if not value >= 0 or value == float("inf"):
+        fail(f"--idle-timeout must be a number of seconds >= 0 (0: no limit), got {value}")
+    return value or None
 
 
 def comparison_table(table) -> Table:
@@ -279,6 +308,7 @@ def calibrate(
     base_port: BasePortOpt = 18000,
     startup_timeout: StartupTimeoutOpt = 600.0,
     engine_arg: EngineArgOpt = [],
+    idle_timeout: float = IdleTimeoutOpt,
     quick: bool = typer.Option(False, "--quick", help="a small plan (tests, CI, a first look)",
                                rich_help_panel=P_PLAN),
     prefill_lengths: Optional[str] = typer.Option(None, help="comma list of prompt lengths to time",
@@ -315,6 +345,7 @@ def calibrate(
     from dynosim.validate.workflow import ValidateOptions, launch_specs
 
     given = given_flags(ctx)
+    idle_s = _idle_seconds(idle_timeout)
     if (endpoint is None) == (launch is None):
         fail("give exactly one of --endpoint URL (measure a running server) or --launch vllm")
     if launch is not None and not model:
@@ -371,7 +402,7 @@ def calibrate(
             err_console.print(f"calibrating {url} (~{plan.n_requests()} requests, ~{plan.estimate_s():.0f} s) …")
             return await calibrate_api(url, name, plan, progress=lambda m: err_console.print(m),
                                        vocab_size=vocab_size, block_size=block_size, num_gpu_blocks=num_gpu_blocks,
-                                       hardware=hardware)
+                                       hardware=hardware, idle_timeout_s=idle_s)
         finally:
             stop_all(servers)
             shutil.rmtree(workdir, ignore_errors=True)

@@ -58,6 +58,10 @@ given explicitly (which wins). Without either, the section says so.
 
 A request that fails is retried once (a decode batch as a whole); a second
 failure raises ``CalibrationError`` naming the endpoint and the request shape.
+A stream that stays silent for ``idle_timeout_s`` (default 60 s) is not
+retried: an engine that stalls once is stalled, and the error comes at once.
+While requests are in flight and nothing was reported for
+``progress_every_s`` seconds, a line says what is awaited and for how long.
 The default plan (about 36 prefill requests, 30 decode batches) takes well
 under a minute of engine time against a CPU vLLM with ~5-10 ms steps;
 ``CalibrationPlan.quick()`` is a smaller one for tests and CI.
@@ -71,6 +75,7 @@ import math
 import os
 import platform
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -656,34 +661,60 @@ class _Calibrator:
         self.token_low = token_low
         self.rng = np.random.default_rng(seed)
         self.client = client
+        self.inflight = 0               # requests sent and not answered yet
+        self.waiting_since = 0.0        # monotonic time the current requests were sent
+        self.what = ""                  # what they measure
+
+    async def _send(self, b: int, n_prompt: int, max_tokens: int, what: str) -> list[CompletionResult]:
+        self.inflight, self.waiting_since, self.what = b, time.monotonic(), what
+        try:
+            return list(await asyncio.gather(*(self.client.complete(self.prompt(n_prompt), max_tokens)
+                                               for _ in range(b))))
+        finally:
+            self.inflight = 0
 
     def prompt(self, n: int) -> list[int]:
         return self.rng.integers(self.token_low, self.vocab_size, size=n).tolist()
 
-    def _fail(self, what: str, shape: str, err: str | None) -> CalibrationError:
+    def _fail(self, what: str, shape: str, err: str | None, tries: int = 2) -> CalibrationError:
+        how = "failed twice" if tries > 1 else "failed (a timeout is not retried)"
         return CalibrationError(f"calibration of {self.base} ({self.model}) failed: {what} "
-                                f"({shape}) failed twice; last error: {err}")
+                                f"({shape}) {how}; last error: {err}")
+
+    async def watch(self, say: Progress, last_said: Callable[[], float], every_s: float) -> None:
+        """Say what is awaited whenever requests are in flight and nothing was said for ``every_s``."""
+        while True:
+            await asyncio.sleep(min(1.0, every_s))
+            now = time.monotonic()
+            if self.inflight and now - last_said() >= every_s:
+                idle = self.client.idle_timeout_s
+                say(f"  waiting on {self.inflight} request(s) ({self.what}) for {now - self.waiting_since:.0f} s"
+                    + (f"; a stream silent for {idle:g} s fails" if idle else ""))
 
     async def one(self, n_prompt: int, max_tokens: int, what: str) -> CompletionResult:
-        err = None
-        for _ in range(2):
-            r = await self.client.complete(self.prompt(n_prompt), max_tokens)
+        err, tries = None, 0
+        for tries in range(1, 3):
+            r, = await self._send(1, n_prompt, max_tokens, what)
             if r.ok and r.t_first_token_ms is not None:
                 return r
             err = r.error or "the stream carried no tokens"
+            if r.status == "timeout":
+                break
         raise self._fail(what, f"POST {self.client.completions_url}, prompt {n_prompt} tokens, "
-                               f"max_tokens {max_tokens}", err)
+                               f"max_tokens {max_tokens}", err, tries)
 
     async def batch(self, b: int, n_prompt: int, max_tokens: int, what: str) -> list[CompletionResult]:
-        err = None
-        for _ in range(2):
-            rs = await asyncio.gather(*(self.client.complete(self.prompt(n_prompt), max_tokens) for _ in range(b)))
+        err, tries = None, 0
+        for tries in range(1, 3):
+            rs = await self._send(b, n_prompt, max_tokens, what)
             bad = [r for r in rs if not (r.ok and r.token_times_ms)]
             if not bad:
                 return rs
             err = bad[0].error or "a stream carried no tokens"
+            if any(r.status == "timeout" for r in bad):
+                break
         raise self._fail(what, f"{b} concurrent POST {self.client.completions_url}, prompt {n_prompt} tokens "
-                               f"each, max_tokens {max_tokens}", err)
+                               f"each, max_tokens {max_tokens}", err, tries)
 
 
 async def _get_models(session: aiohttp.ClientSession, base: str, timeout_s: float) -> list[dict]:
@@ -705,7 +736,8 @@ async def calibrate(base_url: str, model: str, plan: CalibrationPlan | None = No
                     progress: Progress | None = None, vocab_size: int = 2048, token_low: int = 4, seed: int = 0,
                     block_size: int | None = None, num_gpu_blocks: int | None = None,
                     hardware: str | None = None, request_timeout_s: float = 120.0,
-                    connect_timeout_s: float = 10.0) -> CalibrationResult:
+                    connect_timeout_s: float = 10.0, idle_timeout_s: float | None = 60.0,
+                    progress_every_s: float = 5.0) -> CalibrationResult:
     """Measure the engine at ``base_url`` serving ``model`` (see the module docstring).
 
     ``vocab_size``/``token_low``: prompt token ids are drawn from
@@ -721,7 +753,12 @@ async def calibrate(base_url: str, model: str, plan: CalibrationPlan | None = No
     for name, v in (("block_size", block_size), ("num_gpu_blocks", num_gpu_blocks)):
         if v is not None and v <= 0:
             raise ValueError(f"{name} must be positive, got {v}")
-    say = progress or (lambda msg: None)
+    said = [time.monotonic()]
+
+    def say(msg: str) -> None:
+        said[0] = time.monotonic()
+        if progress is not None:
+            progress(msg)
     base = base_url.rstrip("/")
     notes: list[str] = []
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -774,94 +811,105 @@ async def calibrate(base_url: str, model: str, plan: CalibrationPlan | None = No
             f"plan ~{plan.n_requests()} requests")
 
         client = LiveClient(base, model, timeout_s=request_timeout_s, connect_timeout_s=connect_timeout_s,
-                            session=session)
+                            idle_timeout_s=idle_timeout_s, session=session)
         cal = _Calibrator(base, model, vocab_size, token_low, seed, client)
+        watcher = asyncio.create_task(cal.watch(say, lambda: said[0], progress_every_s))
+        try:
+            return await _measure(cal, plan, say, base, model, mml, bs, nb, max_kv, started, hardware, engine_source,
+                                  cache_config, notes)
+        finally:
+            watcher.cancel()
 
-        # -- prefill
-        if plan.warmup:
-            say("warm-up request")
-            await cal.one(plan.decode_contexts[0], min(plan.decode_tokens, 8), "the warm-up request")
-        prefill = [PrefillPoint(n) for n in plan.prefill_lengths]
-        total = len(prefill) * plan.prefill_repeats
-        i = 0
-        for rep in range(plan.prefill_repeats):
-            for pt in prefill:
-                i += 1
-                r = await cal.one(pt.new_tokens, 1, f"prefill point {pt.new_tokens} tokens (repeat {rep + 1})")
-                pt.ttft_ms.append(float(r.ttft_ms))
-                say(f"prefill {i}/{total}: {pt.new_tokens} new tokens, TTFT {r.ttft_ms:.1f} ms")
 
-        # -- prefill bursts: k prompts at once, for the per-request cost of a prefill pass
-        bursts = [PrefillBatchPoint(k, plan.prefill_batch_length) for k in plan.prefill_batches]
-        total = len(bursts) * plan.prefill_batch_repeats
-        i = 0
-        for rep in range(plan.prefill_batch_repeats):
-            for bp in bursts:
-                i += 1
-                rs = await cal.batch(bp.batch, bp.length, 1, f"prefill burst of {bp.batch} (repeat {rep + 1})")
-                bp.mean_ttft_ms.append(float(np.mean([r.ttft_ms for r in rs])))
-                say(f"prefill burst {i}/{total}: {bp.batch} x {bp.length} tokens at once, "
-                    f"mean TTFT {bp.mean_ttft_ms[-1]:.1f} ms")
+async def _measure(cal: "_Calibrator", plan: CalibrationPlan, say: Progress, base: str, model: str, mml, bs, nb,
+                   max_kv, started: str, hardware: str | None, engine_source, cache_config, notes: list[str]
+                   ) -> CalibrationResult:
+    """The measurements proper (prefill points, bursts, decode points), once the engine is known."""
+    # -- prefill
+    if plan.warmup:
+        say("warm-up request")
+        await cal.one(plan.decode_contexts[0], min(plan.decode_tokens, 8), "the warm-up request")
+    prefill = [PrefillPoint(n) for n in plan.prefill_lengths]
+    total = len(prefill) * plan.prefill_repeats
+    i = 0
+    for rep in range(plan.prefill_repeats):
+        for pt in prefill:
+            i += 1
+            r = await cal.one(pt.new_tokens, 1, f"prefill point {pt.new_tokens} tokens (repeat {rep + 1})")
+            pt.ttft_ms.append(float(r.ttft_ms))
+            say(f"prefill {i}/{total}: {pt.new_tokens} new tokens, TTFT {r.ttft_ms:.1f} ms")
 
-        # -- decode
-        points = [DecodePoint(b, c) for b in plan.decode_batches for c in plan.decode_contexts]
-        skipped: list[dict] = []
-        active_points = []
-        for p in points:
-            cap = plan.max_decode_tokens if mml is None else min(plan.max_decode_tokens, mml - p.context)
-            if max_kv is not None and p.batch * (p.context + plan.decode_tokens) > max_kv:
-                skipped.append({"batch": p.batch, "context": p.context,
-                                "reason": f"{p.batch} x ({p.context} + {plan.decode_tokens}) tokens exceed the "
-                                          f"KV cache ({max_kv} tokens)"})
-                say(f"decode: skipping batch {p.batch} x context {p.context}: does not fit the KV cache")
+    # -- prefill bursts: k prompts at once, for the per-request cost of a prefill pass
+    bursts = [PrefillBatchPoint(k, plan.prefill_batch_length) for k in plan.prefill_batches]
+    total = len(bursts) * plan.prefill_batch_repeats
+    i = 0
+    for rep in range(plan.prefill_batch_repeats):
+        for bp in bursts:
+            i += 1
+            rs = await cal.batch(bp.batch, bp.length, 1, f"prefill burst of {bp.batch} (repeat {rep + 1})")
+            bp.mean_ttft_ms.append(float(np.mean([r.ttft_ms for r in rs])))
+            say(f"prefill burst {i}/{total}: {bp.batch} x {bp.length} tokens at once, "
+                f"mean TTFT {bp.mean_ttft_ms[-1]:.1f} ms")
+
+    # -- decode
+    points = [DecodePoint(b, c) for b in plan.decode_batches for c in plan.decode_contexts]
+    skipped: list[dict] = []
+    active_points = []
+    for p in points:
+        cap = plan.max_decode_tokens if mml is None else min(plan.max_decode_tokens, mml - p.context)
+        if max_kv is not None and p.batch * (p.context + plan.decode_tokens) > max_kv:
+            skipped.append({"batch": p.batch, "context": p.context,
+                            "reason": f"{p.batch} x ({p.context} + {plan.decode_tokens}) tokens exceed the "
+                                      f"KV cache ({max_kv} tokens)"})
+            say(f"decode: skipping batch {p.batch} x context {p.context}: does not fit the KV cache")
+            continue
+        active_points.append((p, cap))
+    total = len(active_points) * plan.decode_repeats
+    want = {id(p): plan.decode_tokens for p, _ in active_points}
+    dead: set[int] = set()
+    i = 0
+    for rep in range(plan.decode_repeats):
+        for p, cap in active_points:
+            i += 1
+            if id(p) in dead:
                 continue
-            active_points.append((p, cap))
-        total = len(active_points) * plan.decode_repeats
-        want = {id(p): plan.decode_tokens for p, _ in active_points}
-        dead: set[int] = set()
-        i = 0
-        for rep in range(plan.decode_repeats):
-            for p, cap in active_points:
-                i += 1
-                if id(p) in dead:
-                    continue
-                what = f"decode point batch {p.batch} x context {p.context} (repeat {rep + 1})"
-                sample = None
-                for attempt in range(3):
-                    mt = min(want[id(p)], cap)
-                    if max_kv is not None and p.batch * (p.context + mt) > max_kv:
-                        mt = max(plan.decode_tokens, max_kv // p.batch - p.context)
-                    rs = await cal.batch(p.batch, p.context, mt, what)
-                    w = decode_window([(r.token_times_ms, r.chunk_tokens) for r in rs], p.context)
-                    if w["itl_ms"] is not None and w["window_steps"] >= plan.min_window_steps:
-                        sample = w
-                        break
-                    grow = w["stagger_tokens"] + plan.decode_tokens + 2
-                    if mt >= cap or grow <= mt or (max_kv is not None and p.batch * (p.context + grow) > max_kv):
-                        sample = w if w["itl_ms"] is not None else None
-                        break
-                    want[id(p)] = grow
-                    say(f"decode {i}/{total}: batch {p.batch} x context {p.context}: window of "
-                        f"{w['window_steps']} steps (streams staggered by {w['stagger_tokens']} tokens); "
-                        f"rerunning with max_tokens {min(grow, cap)}")
-                if sample is None:
-                    dead.add(id(p))
-                    reason = ("the streams never all decoded at once (engine max_num_seqs below the batch, "
-                              "or prefill stagger beyond max_decode_tokens)")
-                    skipped.append({"batch": p.batch, "context": p.context, "reason": reason})
-                    say(f"decode {i}/{total}: skipping batch {p.batch} x context {p.context}: {reason}")
-                    continue
-                if sample["window_steps"] < plan.min_window_steps:
-                    notes.append(f"batch {p.batch} x context {p.context}: only {sample['window_steps']} "
-                                 "decode steps with all streams running")
-                p.samples.append(DecodeSample(p.batch, p.context, mt, sample["itl_ms"], sample["active_kv_tokens"],
-                                              sample["mean_context"], sample["window_steps"], sample["window_ms"],
-                                              sample["stagger_tokens"], sample["gaps"], sample["median_gap_ms"]))
-                say(f"decode {i}/{total}: batch {p.batch} x context {p.context}: step {sample['itl_ms']:.2f} ms "
-                    f"at {sample['active_kv_tokens']:.0f} KV tokens ({sample['window_steps']} steps)")
-        if not any(p.samples for p in points):
-            raise CalibrationError(f"calibration of {base} ({model}): no decode point could be measured "
-                                   f"({len(skipped)} skipped: {skipped[0]['reason'] if skipped else '?'})")
+            what = f"decode point batch {p.batch} x context {p.context} (repeat {rep + 1})"
+            sample = None
+            for attempt in range(3):
+                mt = min(want[id(p)], cap)
+                if max_kv is not None and p.batch * (p.context + mt) > max_kv:
+                    mt = max(plan.decode_tokens, max_kv // p.batch - p.context)
+                rs = await cal.batch(p.batch, p.context, mt, what)
+                w = decode_window([(r.token_times_ms, r.chunk_tokens) for r in rs], p.context)
+                if w["itl_ms"] is not None and w["window_steps"] >= plan.min_window_steps:
+                    sample = w
+                    break
+                grow = w["stagger_tokens"] + plan.decode_tokens + 2
+                if mt >= cap or grow <= mt or (max_kv is not None and p.batch * (p.context + grow) > max_kv):
+                    sample = w if w["itl_ms"] is not None else None
+                    break
+                want[id(p)] = grow
+                say(f"decode {i}/{total}: batch {p.batch} x context {p.context}: window of "
+                    f"{w['window_steps']} steps (streams staggered by {w['stagger_tokens']} tokens); "
+                    f"rerunning with max_tokens {min(grow, cap)}")
+            if sample is None:
+                dead.add(id(p))
+                reason = ("the streams never all decoded at once (engine max_num_seqs below the batch, "
+                          "or prefill stagger beyond max_decode_tokens)")
+                skipped.append({"batch": p.batch, "context": p.context, "reason": reason})
+                say(f"decode {i}/{total}: skipping batch {p.batch} x context {p.context}: {reason}")
+                continue
+            if sample["window_steps"] < plan.min_window_steps:
+                notes.append(f"batch {p.batch} x context {p.context}: only {sample['window_steps']} "
+                             "decode steps with all streams running")
+            p.samples.append(DecodeSample(p.batch, p.context, mt, sample["itl_ms"], sample["active_kv_tokens"],
+                                          sample["mean_context"], sample["window_steps"], sample["window_ms"],
+                                          sample["stagger_tokens"], sample["gaps"], sample["median_gap_ms"]))
+            say(f"decode {i}/{total}: batch {p.batch} x context {p.context}: step {sample['itl_ms']:.2f} ms "
+                f"at {sample['active_kv_tokens']:.0f} KV tokens ({sample['window_steps']} steps)")
+    if not any(p.samples for p in points):
+        raise CalibrationError(f"calibration of {base} ({model}): no decode point could be measured "
+                               f"({len(skipped)} skipped: {skipped[0]['reason'] if skipped else '?'})")
 
     return CalibrationResult(model=model, source=base, hardware=hardware or _default_hardware(),
                              calibrated_at=started, plan=plan, prefill=prefill, decode=points,

@@ -9,10 +9,14 @@ shared token prefixes in the engine, and the router hashes those very tokens
 (the KV events a live engine publishes carry the same tokens, so its indexer
 and the engine agree).
 
-Nothing is lost: a request that errors, times out, or returns a token count
-other than the trace's is recorded as failed with the reason; when a server
-dies (or stops answering ``/health``) the run ends at once, in-flight
-requests are marked failed, and the rows never sent are counted.
+Nothing is lost: a request that errors, times out (whole request, or a
+stream silent for ``idle_timeout_s``), or returns a token count other than
+the trace's is recorded as failed with the reason; when a server dies (or
+stops answering ``/health``) or ``abort()`` is called (Ctrl-C) the run ends at
+once, in-flight requests are marked failed, and the rows never sent are
+counted. ``heartbeat(state)`` is called every ``heartbeat_every_s`` with the
+requests finished, failed, in flight and not sent yet, so a caller can say
+what the run is waiting for.
 """
 
 from __future__ import annotations
@@ -141,6 +145,7 @@ class LiveRun:
         s["requests"]["total"] += self.not_sent
         s["aborted"] = self.aborted
         s["failure_reasons"] = failure_reasons(self.requests)
+        s["complete"] = measured_is_complete(s)
         hits = sum(d.get("prefix_cache_hits", 0.0) for d in self.engine_deltas)
         queries = sum(d.get("prefix_cache_queries", 0.0) for d in self.engine_deltas)
         s["engine_counters"] = {"prefix_cache_hits": hits, "prefix_cache_queries": queries,
@@ -178,9 +183,11 @@ class LiveReplay:
 
     def __init__(self, trace: Trace, cfg: RunConfig, urls: list[str], model: str, *, vocab_size: int = 2048,
                  token_low: int = 4, token_high: int | None = None, prompt_seed: int = 0,
-                 request_timeout_s: float = 600.0, kv_listeners: list[Callable] | None = None,
+                 request_timeout_s: float = 600.0, idle_timeout_s: float | None = 60.0,
+                 connect_timeout_s: float = 10.0, kv_listeners: list[Callable] | None = None,
                  servers: list | None = None, health_every_s: float = 2.0, health_failures: int = 3,
                  progress: Callable[[int, int, int], None] | None = None,
+                 heartbeat: Callable[[dict], None] | None = None, heartbeat_every_s: float = 1.0,
                  decode_urls: list[str] | None = None, warmup_attempts: int = 3, warmup_retry_s: float = 2.0,
                  kv_connect_timeout_s: float = 10.0):
         if len(urls) != cfg.workers:
@@ -196,6 +203,10 @@ class LiveReplay:
         self._scheduled: dict[int, float] = {}   # trace arrival time of requests whose arrival became the send time
         self.model = model
         self.request_timeout_s = request_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.heartbeat = heartbeat
+        self.heartbeat_every_s = heartbeat_every_s
         self.hasher = PromptHasher(cfg.engine.block_size, cfg.trace_block_size, vocab_size=vocab_size,
                                    low=token_low, high=token_high, seed=prompt_seed)
         self.kv_listener_factories = kv_listeners
@@ -366,7 +377,8 @@ class LiveReplay:
         """End the run now: no new requests, in-flight ones are cancelled and reported."""
         if self._aborted is None:
             self._aborted = reason
-            self.clock.cancel_all()
+            if getattr(self, "clock", None) is not None:
+                self.clock.cancel_all()
             for task in list(self._inflight):
                 task.cancel()
             if self._abort_event is not None:
@@ -402,6 +414,21 @@ class LiveReplay:
                     pass
             await asyncio.sleep(1.0)
 
+    def state(self) -> dict:
+        """Where the run stands: requests finished (and failed), in flight, not sent yet, the oldest in flight."""
+        now = self.clock.wall_ms()
+        flying = [req for task, req in self._inflight.items() if not task.done()]
+        oldest = max((now - req.arrival for req in flying), default=0.0)
+        return {"elapsed_s": now / 1000.0, "done": self._done, "failed": self._failed, "inflight": len(flying),
+                "not_sent": max(0, self.trace.n_requests - self._done - len(flying)),
+                "oldest_inflight_s": max(0.0, oldest) / 1000.0}
+
+    async def _beat(self) -> None:
+        while self._aborted is None:
+            await asyncio.sleep(self.heartbeat_every_s)
+            if self._aborted is None:
+                self.heartbeat(self.state())
+
     async def _scrape_all(self, session: aiohttp.ClientSession) -> list[dict[str, float]]:
         out = []
         for url in self.all_urls:
@@ -418,10 +445,11 @@ class LiveReplay:
         self.hasher.prepare(self.trace)
         self._abort_event = asyncio.Event()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            workers = [LiveWorker(w, LiveClient(url, self.model, timeout_s=self.request_timeout_s, session=session),
-                                  self) for w, url in enumerate(self.urls)]
-            self._decode_clients = [LiveClient(url, self.model, timeout_s=self.request_timeout_s, session=session)
-                                    for url in self.decode_urls]
+            timeouts = dict(timeout_s=self.request_timeout_s, idle_timeout_s=self.idle_timeout_s,
+                            connect_timeout_s=self.connect_timeout_s, session=session)
+            workers = [LiveWorker(w, LiveClient(url, self.model, **timeouts), self)
+                       for w, url in enumerate(self.urls)]
+            self._decode_clients = [LiveClient(url, self.model, **timeouts) for url in self.decode_urls]
             self.frontend = Frontend(self.clock, self.trace, self.hasher, self.router, workers,
                                      self.cfg.engine.num_gpu_blocks)
             listeners = []
@@ -444,6 +472,8 @@ class LiveReplay:
             before = await self._scrape_all(session)
             aux = [asyncio.create_task(self._watchdog(session)),
                    asyncio.create_task(self._poll_worker_state(session))]
+            if self.heartbeat is not None:
+                aux.append(asyncio.create_task(self._beat()))
             t0 = time.perf_counter()
             try:
                 if self._aborted is None:  # a failed warm-up ends the run before its clock starts

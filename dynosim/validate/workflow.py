@@ -5,6 +5,16 @@ only parses flags into ``ValidateOptions``. Outputs in ``opts.out``:
 ``comparison.csv``/``.json`` (measured, predicted, error per metric),
 ``comparison.png``, ``measured/`` and ``predicted/`` (summary.json,
 requests.parquet/csv), ``logs/`` (one per launched server).
+
+Attached endpoints are checked before anything is sent (one ``GET
+/v1/models`` each, connect timeout ``connect_timeout_s``): an unreachable one
+is a ``ServerError`` naming it at once. While the replay runs, a line of
+progress comes every ``progress_every_s`` seconds in which nothing else was
+said (requests finished, in flight, not sent yet, the oldest in flight), so a
+stalled engine is never silence. Ctrl-C (SIGINT) during the replay stops
+sending, cancels the requests in flight and still writes what was measured:
+the summary says ``aborted: interrupted ...`` and the exit code is 3; a second
+Ctrl-C stops at once. ``measured/`` is written before the simulation runs.
 """
 
 from __future__ import annotations
@@ -13,7 +23,10 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,6 +39,7 @@ from dynosim.engines.live.launcher import LaunchSpec, cpu_core_plan, plan_ports
 from dynosim.sim.simulation import simulate, summarize_state
 from dynosim.traces.mooncake import Trace
 from dynosim.validate.compare import DEFAULT_GATE, compare, plot, verdict
+from dynosim.engines.live.kv_events import KvEventListenerError
 from dynosim.validate.replay import LiveReplay, LiveRun, measured_is_complete
 from dynosim.validate.servers import ServerError, ServerProcess, default_engine_python, start_server, stop_all, \
     wait_ready
@@ -49,6 +63,9 @@ class ValidateOptions:
     match_kv_capacity: bool = True         # launch with --num-gpu-blocks-override = the simulated capacity
     startup_timeout_s: float = 600.0
     request_timeout_s: float = 600.0
+    idle_timeout_s: float | None = 60.0   # longest silence between two chunks of a stream (None: no limit)
+    connect_timeout_s: float = 5.0         # attach mode: the endpoint check and every request's TCP connect
+    progress_every_s: float = 5.0          # a progress line when nothing was said for this long
     vocab_size: int = 2048
     token_low: int = 4
     token_high: int | None = None
@@ -140,23 +157,98 @@ async def _live(trace: Trace, cfg: RunConfig, opts: ValidateOptions, say: Callab
                 raise ValueError(f"router mode {cfg.router_mode!r} indexes KV events: give --kv-events once per "
                                  f"--endpoint ({len(urls)}), where each engine publishes, or --no-router-kv-events")
         model = opts.served_model_name or opts.model
-        if not model:  # attach mode without a name: what the first server serves, if it serves one model
-            from dynosim.engines.live.client import wait_healthy
-
-            ids = await wait_healthy(urls[0], 30.0)
-            if len(ids) != 1:
-                raise ValueError(f"{urls[0]} serves {ids}: say which with --served-model-name")
-            model = ids[0]
+        if not opts.launch:
+            model = await check_endpoints(urls, decode_urls, model, opts, say)
+        progress = _Progress(say, trace.n_requests, opts.progress_every_s)
         replay = LiveReplay(trace, cfg, urls, model, vocab_size=opts.vocab_size, token_low=opts.token_low,
                             token_high=opts.token_high, prompt_seed=opts.prompt_seed,
-                            request_timeout_s=opts.request_timeout_s,
+                            request_timeout_s=opts.request_timeout_s, idle_timeout_s=opts.idle_timeout_s,
+                            connect_timeout_s=opts.connect_timeout_s,
                             kv_listeners=_kv_factories(events, cfg.engine.block_size) if wants_events else None,
-                            servers=servers, progress=_progress(say, trace.n_requests), decode_urls=decode_urls)
-        say(f"replaying {trace.n_requests} requests on {len(urls)} live worker(s), router {cfg.router_mode} …")
-        return await replay.run()
+                            servers=servers, progress=progress.finished, heartbeat=progress.heartbeat,
+                            heartbeat_every_s=min(1.0, opts.progress_every_s), decode_urls=decode_urls)
+        say(f"replaying {trace.n_requests} requests on {len(urls)} live worker(s), router {cfg.router_mode} "
+            f"(idle timeout {_secs(opts.idle_timeout_s)}; Ctrl-C stops and keeps what was measured) …")
+        try:
+            with _sigint_aborts(replay, say):
+                return await replay.run()
+        except KvEventListenerError as exc:
+            if opts.launch:
+                raise ServerError(str(exc)) from None
+            raise ValueError(f"--kv-events: {exc}") from None
     finally:
         stop_all(servers)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _secs(x: float | None) -> str:
+    return "none" if x is None else f"{x:g} s"
+
+
+async def check_endpoints(urls: list[str], decode_urls: list[str], model: str, opts: ValidateOptions,
+                          say: Callable[[str], None]) -> str:
+    """Attach mode, before anything is sent: every endpoint answers ``GET /v1/models``; the model to ask for.
+
+    An endpoint that cannot be reached is a ``ServerError`` naming it (fast:
+    ``opts.connect_timeout_s``); a served model the endpoint does not list, or
+    no ``--served-model-name`` for an endpoint serving several, a ``ValueError``.
+    """
+    from dynosim.engines.live.client import EndpointError, served_models
+
+    answer_s = opts.idle_timeout_s or 30.0
+    named = [("--endpoint", u) for u in urls] + [("--decode-endpoint", u) for u in decode_urls]
+    for k, (flag, url) in enumerate(named):
+        if k == 0:
+            say(f"asking {url} for its model …" if not model else
+                f"checking {len(named)} endpoint(s) (GET /v1/models) …")
+        try:
+            ids = await served_models(url, connect_timeout_s=opts.connect_timeout_s, timeout_s=answer_s)
+        except EndpointError as exc:
+            raise ServerError(f"{flag} {url}: {exc}") from None
+        if not model:
+            if not ids:
+                raise ValueError(f"{flag} {url} does not list the models it serves (GET {url}/v1/models): "
+                                 "say which with --served-model-name")
+            if len(ids) != 1:
+                raise ValueError(f"{flag} {url} serves {ids}: say which with --served-model-name")
+            model = ids[0]
+            say(f"{url} serves {model}")
+        elif ids is not None and model not in ids:
+            raise ValueError(f"{flag} {url} serves {ids}, not {model!r} (--served-model-name)")
+    return model
+
+
+class _sigint_aborts:
+    """While active (main thread only): the first SIGINT aborts ``replay`` (it ends and reports what it has),
+    a second one raises ``KeyboardInterrupt`` as usual."""
+
+    def __init__(self, replay: LiveReplay, say: Callable[[str], None]):
+        self.replay = replay
+        self.say = say
+        self.prev = None
+        self.hits = 0
+
+    def _handler(self, signum, frame) -> None:
+        self.hits += 1
+        if self.hits > 1:
+            raise KeyboardInterrupt
+        self.loop.call_soon_threadsafe(self._abort)
+
+    def _abort(self) -> None:
+        self.say("interrupted (SIGINT): no more requests are sent, the ones in flight are cancelled; "
+                 "writing what was measured (Ctrl-C again to stop at once) …")
+        self.replay.abort("interrupted by the user (SIGINT)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.loop = asyncio.get_running_loop()
+            self.prev = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.prev is not None:
+            signal.signal(signal.SIGINT, self.prev)
+
 
 
 def _router_wants_events(cfg: RunConfig) -> bool:
@@ -165,13 +257,30 @@ def _router_wants_events(cfg: RunConfig) -> bool:
     return bool(make_policy(cfg.router_mode, seed=0).uses_overlap) and cfg.router.kv_events
 
 
-def _progress(say: Callable[[str], None], total: int) -> Callable[[int, int, int], None]:
-    step = max(1, total // 10)
+class _Progress:
+    """Replay progress: a line at every tenth of the requests, and one whenever ``every_s`` passed in silence."""
 
-    def report(done: int, _total: int, failed: int) -> None:
-        if done % step == 0 or done == total:
-            say(f"  {done}/{total} requests finished ({failed} failed)")
-    return report
+    def __init__(self, say: Callable[[str], None], total: int, every_s: float):
+        self._say = say
+        self.total = total
+        self.step = max(1, total // 10)
+        self.every_s = every_s
+        self.last_said = time.monotonic()
+
+    def say(self, msg: str) -> None:
+        self.last_said = time.monotonic()
+        self._say(msg)
+
+    def finished(self, done: int, _total: int, failed: int) -> None:
+        if done % self.step == 0 or done == self.total:
+            self.say(f"  {done}/{self.total} requests finished ({failed} failed)")
+
+    def heartbeat(self, st: dict) -> None:
+        if time.monotonic() - self.last_said < self.every_s:
+            return
+        oldest = f"; the oldest in flight for {st['oldest_inflight_s']:.0f} s" if st["inflight"] else ""
+        self.say(f"  {st['elapsed_s']:.0f} s: {st['done']}/{self.total} requests finished ({st['failed']} failed), "
+                 f"{st['inflight']} in flight, {st['not_sent']} not sent yet{oldest}")
 
 
 def validate(trace: Trace, cfg: RunConfig, opts: ValidateOptions,
@@ -185,6 +294,7 @@ def validate(trace: Trace, cfg: RunConfig, opts: ValidateOptions,
     live = asyncio.run(_live(trace, cfg, opts, say))
     measured = live.summary()
     mdf = live.frame()
+    _write_side(opts.out / "measured", mdf, measured)   # kept even if the simulation is interrupted
     say(f"live run: {measured['requests']['completed']} completed, {measured['requests']['failed']} failed, "
         f"{measured['requests']['not_sent']} not sent, {live.wall_s:.1f} s"
         + (f"; ABORTED: {live.aborted.splitlines()[0]}" if live.aborted else ""))
@@ -242,14 +352,16 @@ def prediction_config(cfg: RunConfig, opts: ValidateOptions) -> RunConfig:
     return RunConfig(**{**cfg.model_dump(), "disagg": d.model_dump()})
 
 
+def _write_side(d: Path, df: pd.DataFrame, summary: dict) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    df.to_parquet(d / "requests.parquet", index=False)
+    df.to_csv(d / "requests.csv", index=False)
+
+
 def _write(res: ValidationResult, mdf: pd.DataFrame, pdf: pd.DataFrame, cfg: RunConfig) -> None:
     out = res.out
-    for name, df, summary in (("measured", mdf, res.measured), ("predicted", pdf, res.predicted)):
-        d = out / name
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-        df.to_parquet(d / "requests.parquet", index=False)
-        df.to_csv(d / "requests.csv", index=False)
+    _write_side(out / "predicted", pdf, res.predicted)
     res.table.to_csv(out / "comparison.csv", index=False)
     (out / "comparison.json").write_text(json.dumps({
         "passed": res.passed, "complete": res.complete, "exit_code": res.exit_code,

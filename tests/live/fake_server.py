@@ -28,6 +28,7 @@ Faults (``inject(mode, count=1, after_tokens=1)``), taken by the next
 ``count`` completion requests in arrival order:
 ``http500`` (error JSON before streaming), ``hang`` (never answers),
 ``stall`` (stops sending after ``after_tokens`` tokens, connection open),
+``stall_keepalive`` (the same, but an SSE comment ``: ping`` every 50 ms keeps the connection busy),
 ``drop`` (closes the connection after ``after_tokens`` tokens),
 ``error_event`` (an error object in the stream after ``after_tokens``),
 ``no_done`` (ends the stream cleanly but without ``[DONE]``),
@@ -56,7 +57,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-FAULTS = ("http500", "hang", "stall", "drop", "error_event", "no_done", "kv_load_fail")
+FAULTS = ("http500", "hang", "stall", "stall_keepalive", "drop", "error_event", "no_done", "kv_load_fail")
 KV_BYTES_PER_BLOCK = 4096
 
 
@@ -352,9 +353,15 @@ class FakeOpenAIServer:
         due = first_due
         while sent < max_tokens:
             n = min(per, max_tokens - sent)
-            if fault and fault.mode in ("stall", "drop", "error_event") and sent + n > fault.after_tokens:
+            if fault and fault.mode in ("stall", "stall_keepalive", "drop", "error_event") \
+                    and sent + n > fault.after_tokens:
                 if fault.mode == "stall":
                     await self._closing.wait()
+                    return resp
+                if fault.mode == "stall_keepalive":
+                    while not self._closing.is_set():
+                        await resp.write(b": ping\n\n")
+                        await asyncio.sleep(0.05)
                     return resp
                 if fault.mode == "drop":
                     request.transport.close()  # mid-chunked-body: the client sees an incomplete payload

@@ -10,6 +10,14 @@ malformed data and timeouts all come back as a result with ``status``
 whatever had been received (so a replay counts failures instead of losing
 them). Only cancellation propagates.
 
+Timeouts: ``idle_timeout_s`` (default 60 s) is the longest silence allowed
+between two stream chunks that carry data -- also before the response
+headers and before the first token; SSE keep-alive comments do not count as
+data. A stream that hangs mid-response therefore fails after that long, with
+status "timeout" and the reason ("no data for 60 s (idle timeout)") and the
+tokens received so far, instead of holding its request until the whole-request
+limit ``timeout_s`` (600 s). ``connect_timeout_s`` bounds the TCP connect.
+
 Counting tokens: ``usage`` (the final chunk, asked for with
 ``stream_options.include_usage``) gives the totals. vLLM streams one chunk per
 engine step, normally one token each, but a chunk can carry several tokens
@@ -96,26 +104,39 @@ class _StreamError(Exception):
     """The server reported an error inside the stream, or the stream was malformed."""
 
 
+class _IdleTimeout(Exception):
+    """No stream data for the idle timeout (not a TimeoutError, so never confused with the whole-request one)."""
+
+
+class EndpointError(RuntimeError):
+    """An endpoint could not be reached or did not answer as an OpenAI-compatible server."""
+
+
 class LiveClient:
     """One engine endpoint. Use as ``async with LiveClient(url, model) as c: await c.complete(...)``.
 
     ``timeout_s`` bounds a whole request (connect, queueing, every token);
-    ``connect_timeout_s`` the TCP connect; ``read_timeout_s`` (optional) the
-    silence allowed between two reads. A ``session`` passed in is used and
-    left open; otherwise the client owns one (no connection limit, so a replay
-    can hold as many streams open as it has requests in flight).
+    ``connect_timeout_s`` the TCP connect; ``idle_timeout_s`` the silence
+    allowed between two data chunks (headers and first token included; None:
+    no idle limit). ``read_timeout_s`` is its old name (either may be given).
+    A ``session`` passed in is used and left open; otherwise the client owns
+    one (no connection limit, so a replay can hold as many streams open as it
+    has requests in flight).
     """
 
     def __init__(self, base_url: str, model: str, *, timeout_s: float = 600.0, connect_timeout_s: float = 10.0,
-                 read_timeout_s: float | None = None, session: aiohttp.ClientSession | None = None,
+                 idle_timeout_s: float | None = 60.0, read_timeout_s: float | None = None,
+                 session: aiohttp.ClientSession | None = None,
                  continuous_usage: bool = True, headers: dict[str, str] | None = None):
-        if timeout_s <= 0 or connect_timeout_s <= 0:
+        if read_timeout_s is not None:
+            idle_timeout_s = read_timeout_s
+        if timeout_s <= 0 or connect_timeout_s <= 0 or (idle_timeout_s is not None and idle_timeout_s <= 0):
             raise ValueError("timeouts must be > 0")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
-        self.read_timeout_s = read_timeout_s
+        self.idle_timeout_s = idle_timeout_s
         self.continuous_usage = continuous_usage
         self.headers = dict(headers or {})
         self._session = session
@@ -171,7 +192,7 @@ class LiveClient:
             session = self._get_session()
             # sock_connect, not connect: waiting for a pooled connection is not a connect failure
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s,
-                                            sock_read=self.read_timeout_s)
+                                            sock_read=self.idle_timeout_s)
             headers = {"X-Request-Id": rid, "Accept": "text/event-stream", **self.headers}
         except Exception as exc:  # bad arguments are a failed request, not a crash of the replay
             return self._fail(res, "error", f"POST {url}: could not build the request: {type(exc).__name__}: {exc}")
@@ -191,7 +212,7 @@ class LiveClient:
             if isinstance(exc, aiohttp.ConnectionTimeoutError):
                 msg = f"POST {url}: connect timed out after {self.connect_timeout_s} s"
             elif isinstance(exc, aiohttp.ServerTimeoutError):
-                msg = f"POST {url}: no data for {self.read_timeout_s} s (read timeout)"
+                msg = self._idle_message(url, res)
             else:
                 msg = f"POST {url}: no complete response within {self.timeout_s} s"
             return self._fail(res, "timeout", f"{msg}; {_progress(res)}")
@@ -203,6 +224,8 @@ class LiveClient:
             return self._fail(res, "error", f"POST {url}: server disconnected ({exc}); {_progress(res)}")
         except (aiohttp.ClientError, OSError) as exc:
             return self._fail(res, "error", f"POST {url}: {type(exc).__name__}: {exc}; {_progress(res)}")
+        except _IdleTimeout:
+            return self._fail(res, "timeout", f"{self._idle_message(url, res)}; {_progress(res)}")
         except _StreamError as exc:
             return self._fail(res, "error", f"POST {url}: {exc}; {_progress(res)}")
         except Exception as exc:  # never lose a request to an unexpected exception
@@ -261,6 +284,11 @@ class LiveClient:
                               "(is the server running with a NixlConnector kv-transfer-config?)")
         res.kv_transfer_params = params
         return res
+
+    def _idle_message(self, url: str, res: CompletionResult) -> str:
+        where = ("before the response" if res.http_status is None else
+                 "before the first token" if res.t_first_token_ms is None else "mid-stream")
+        return f"POST {url}: no data for {self.idle_timeout_s:g} s {where} (idle timeout)"
 
     @staticmethod
     def _fail(res: CompletionResult, status: Status, message: str) -> CompletionResult:
@@ -347,7 +375,19 @@ class LiveClient:
                     on_token(t, n_tok)
             return False
 
-        async for raw in resp.content:
+        idle_s = self.idle_timeout_s
+        last_data = time.monotonic()
+        while True:
+            if idle_s is None:
+                raw = await resp.content.readline()
+            else:
+                try:  # only this read's deadline; the caller's whole-request timeout propagates as it is
+                    async with asyncio.timeout(max(0.0, last_data + idle_s - time.monotonic())):
+                        raw = await resp.content.readline()
+                except TimeoutError:
+                    raise _IdleTimeout() from None
+            if not raw:
+                break
             t = _now_ms()
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             if not line:  # blank line: end of one SSE event
@@ -355,8 +395,9 @@ class LiveClient:
                     done = handle("\n".join(data_lines), event_t) or done
                     data_lines = []
                 continue
-            if line.startswith(":"):  # SSE comment / keep-alive
+            if line.startswith(":"):  # SSE comment / keep-alive: not data, the idle clock keeps running
                 continue
+            last_data = time.monotonic()
             fld, _, value = line.partition(":")
             if fld == "data":
                 if not data_lines:
@@ -434,3 +475,43 @@ async def wait_healthy(base_url: str, timeout_s: float, *, model: str | None = N
     finally:
         if own:
             await sess.close()
+
+
+async def served_models(base_url: str, *, connect_timeout_s: float = 5.0, timeout_s: float = 30.0,
+                        session: aiohttp.ClientSession | None = None) -> list[str] | None:
+    """One ``GET /v1/models``: the model ids an endpoint serves, at once, without polling.
+
+    Fails fast: an endpoint that refuses the connection, or does not accept it
+    within ``connect_timeout_s``, or does not answer within ``timeout_s``,
+    raises ``EndpointError`` with a short reason ("cannot connect (...)").
+    ``None`` when the server answers but has no model list (HTTP error or not
+    the OpenAI format): it is reachable, its models are unknown.
+    """
+    base = base_url.rstrip("/")
+    own = session is None
+    sess = session or aiohttp.ClientSession()
+    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+    try:
+        async with sess.get(f"{base}/v1/models", timeout=timeout) as r:
+            if r.status != 200:
+                return None
+            try:
+                data = await r.json(content_type=None)
+            except ValueError:
+                return None
+    except asyncio.CancelledError:
+        raise
+    except aiohttp.ConnectionTimeoutError:
+        raise EndpointError(f"cannot connect (no answer to the connect within {connect_timeout_s:g} s)") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise EndpointError(f"cannot connect ({exc.os_error or exc})") from None
+    except TimeoutError:
+        raise EndpointError(f"connected, but GET {base}/v1/models got no answer within {timeout_s:g} s") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise EndpointError(f"GET {base}/v1/models failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        if own:
+            await sess.close()
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        return None
+    return [d.get("id") for d in data["data"] if isinstance(d, dict)]

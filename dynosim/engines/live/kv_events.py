@@ -287,6 +287,28 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def check_endpoint(endpoint: str) -> str:
+    """``endpoint`` if the listener can bind it, else ``ValueError`` saying what a KV event endpoint looks like.
+
+    Accepted: ``tcp://HOST:PORT`` (PORT a number 1-65535, or ``*`` for a free
+    one; HOST a name, an IPv4 address, ``[IPv6]`` or ``*``), ``ipc://PATH``.
+    """
+    want = "expected tcp://HOST:PORT (where the engine publishes, e.g. tcp://127.0.0.1:5557) or ipc://PATH"
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc"):
+        raise ValueError(f"not a ZMQ endpoint: {want}")
+    if scheme != "tcp":
+        if not rest:
+            raise ValueError(f"{scheme}:// needs a path: {want}")
+        return endpoint
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host or (host.startswith("[") != host.endswith("]")):
+        raise ValueError(f"no host and port: {want}")
+    if port != "*" and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"port {port!r} is not a number in 1-65535 (or *): {want}")
+    return endpoint
+
+
 class KvEventListener:
     """Binds a ZMQ SUB socket where one vLLM worker publishes and feeds its events to ``on_event``.
 

@@ -190,8 +190,13 @@ class InterpolatedTiming:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"timing profile not found: {path}")
+        if path.is_dir():
+            raise ValueError(f"profile {path}: is a directory, not a profile file")
         if path.suffix == ".npz":
-            d = np.load(path)
+            try:
+                d = np.load(path)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"profile {path}: not a readable NPZ file ({exc})") from None
             need = ["prefill_isl", "prefill_ttft_ms", "decode_active_kv_tokens", "decode_context_length", "decode_itl"]
             missing = [k for k in need if k not in d]
             if missing:
@@ -199,13 +204,7 @@ class InterpolatedTiming:
             return cls(np.asarray(d["prefill_isl"], float), np.asarray(d["prefill_ttft_ms"], float),
                        np.asarray(d["decode_active_kv_tokens"], float), np.asarray(d["decode_context_length"], float),
                        np.asarray(d["decode_itl"], float), source=str(path))
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            raw = yaml.safe_load(text)
-        else:
-            raw = json.loads(text)
+        raw = _read_profile_mapping(path)
         try:
             pre, dec = raw["prefill"], raw["decode"]
             return cls(np.asarray(pre["new_tokens"], float), np.asarray(pre["ms"], float),
@@ -253,15 +252,40 @@ def load_profile_dict(profile: str | Path) -> dict:
     path = resolve_profile(profile)
     if not path.exists():
         raise FileNotFoundError(f"timing profile not found: {path}")
-    if path.suffix == ".npz":
+    if path.suffix == ".npz" and not path.is_dir():
         raise ValueError(f"profile {path}: an NPZ profile holds only the interpolated tables")
-    text = path.read_text()
+    return _read_profile_mapping(path)
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML parse error in one line: what is wrong and where (line, column), without the parser's excerpt."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
+def _read_profile_mapping(path: Path) -> dict:
+    """The top-level mapping of a YAML/JSON profile; every problem is a ``ValueError`` naming the file."""
+    if path.is_dir():
+        raise ValueError(f"profile {path}: is a directory, not a profile file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"profile {path}: cannot read it ({exc})") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        raw = yaml.safe_load(text)
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"profile {path}: not valid YAML ({yaml_problem(exc)})") from None
     else:
-        raw = json.loads(text)
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"profile {path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"profile {path}: expected a mapping at the top level")
     return raw
