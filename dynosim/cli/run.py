@@ -273,6 +273,8 @@ def run(
                                        "timeline.parquet/png (and with a planner replicas.csv/parquet/png) here", rich_help_panel=P_OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON instead of tables",
                                  rich_help_panel=P_OUTPUT),
+    no_report: bool = typer.Option(False, "--no-report", help="with --out: skip report.html",
+                                   rich_help_panel=P_OUTPUT),
     timeline_points: int = typer.Option(300, help="timeline samples over the run (0: off)",
                                         rich_help_panel=P_OUTPUT),
     trace_events: Optional[Path] = typer.Option(None, "--trace-events", metavar="FILE.json",
@@ -340,6 +342,8 @@ def run(
     except ValueError as exc:  # a hardware name or combination (HardwareError)
         fail(str(exc))
     check_run_flags(given, cfg, file_fields, config)
+    if out is None:
+        refuse(given, ["no_report"], "without --out (nothing is written)")
     if not trace.exists():
         fail(f"trace not found: {trace}")
     if timeline_points < 0:
@@ -361,6 +365,10 @@ def run(
         fail(str(exc))
     if out is not None:
         res.save(out)
+        if not no_report:
+            from dynosim.cli.report import write_default_report
+
+            write_default_report(out)
     if as_json:
         print(json.dumps(res.summary, indent=2, sort_keys=True))
     else:
@@ -371,6 +379,7 @@ def run(
         if out is not None:
             extra = ", timeline.parquet/png" if res.timeline is not None else ""
             extra += ", replicas.csv/parquet/png" if res.replicas is not None else ""
+            extra += ", report.html" if (out / "report.html").exists() and not no_report else ""
             console.print(f"wrote {out}/summary.json, requests.parquet, requests.csv{extra}")
         if trace_events is not None:
             path, n = res.extra["trace_events"]
