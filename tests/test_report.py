@@ -279,6 +279,29 @@ def test_run_no_report(tmp_path):
     assert (tmp_path / "r" / "summary.json").exists() and not (tmp_path / "r" / "report.html").exists()
 
 
+def test_sweep_no_report(tmp_path):
+    res = runner.invoke(app, ["sweep", "--trace", str(SAMPLE), "--limit", "30", "--budget", "2", "--load", "1",
+                              "--mode", "agg", "--router-mode", "kv", "--executor", "serial", "--no-report",
+                              "--out", str(tmp_path / "s")])
+    assert res.exit_code in (0, 4), res.output
+    assert (tmp_path / "s" / "points.csv").exists() and not (tmp_path / "s" / "report.html").exists()
+
+
+def test_run_keeps_its_results_when_the_report_cannot_be_written(tmp_path):
+    (tmp_path / "r" / "report.html").mkdir(parents=True)     # a folder where the page would go
+    res = runner.invoke(app, ["run", "--trace", str(SAMPLE), "--limit", "30", "--out", str(tmp_path / "r")],
+                        env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    assert "warning: report not written" in res.output and "is a folder, not a file" in res.output
+    assert (tmp_path / "r" / "summary.json").exists()
+
+
+def test_no_report_without_out_is_refused():
+    res = runner.invoke(app, ["run", "--trace", str(SAMPLE), "--limit", "30", "--no-report"],
+                        env={"COLUMNS": "400"})
+    assert res.exit_code == 2 and "--no-report" in res.output and "without --out" in res.output
+
+
 @pytest.mark.parametrize("setup,args,message", [
     ("empty", [], "neither a run folder (summary.json) nor a sweep folder (points.csv)"),
     ("missing", [], "no such folder"),
