@@ -340,8 +340,9 @@ def timeline_figure(timeline: pd.DataFrame | None) -> tuple[go.Figure | None, bo
         return None, False
     fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.25 / len(panels),
                         subplot_titles=[t for _, t, _ in panels])
+    # workers first, in order, so worker i has the colour it has in the TTFT scatter; pool-wide series last
     series_keys = sorted({(str(p), int(w)) for p, w in zip(tl["pool"], tl["worker"])},
-                         key=lambda pw: (pw[0], pw[1]))
+                         key=lambda pw: (pw[1] < 0, pw[0], pw[1]))
     colour = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(series_keys)}
     shown: set = set()
     thinned_any = False
