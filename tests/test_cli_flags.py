@@ -178,3 +178,17 @@ def test_trace_synth_refuses_a_session_count_with_a_duration(tmp_path):
     assert not out.exists()
     res = runner.invoke(app, ["trace", "synth", str(out), "--duration-s", "10"])
     assert res.exit_code == 0 and out.exists(), res.output
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--ray-address", "ray://head:10001"], ["--ray-address has no effect with --executor local"]),
+    (["--executor", "serial", "--jobs", "2"], ["--jobs has no effect with --executor serial"]),
+    (["--executor", "ray", "--ray-address", "ray://head:10001", "--jobs", "4"],
+     ["--jobs has no effect with --ray-address"]),
+    (["--load", "1,2", "--concurrency", "4"], ["--load has no effect with --concurrency"]),
+])
+def test_sweep_refuses_flags_without_effect(tmp_path, args, needles):
+    out = tmp_path / "sw"
+    res = runner.invoke(app, ["sweep", "-t", str(SAMPLE), "--out", str(out), *args])
+    refused(res, " ".join(res.output.split()), *needles)
+    assert not out.exists()

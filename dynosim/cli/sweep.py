@@ -10,11 +10,17 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from dynosim.cli.app import app, console, err_console
-from dynosim.cli.common import (AcceptRatesOpt, HwBackendOpt, HwKvQuantOpt, HwMemUtilOpt, HwModelOpt, HwSystemOpt,
-                                HwVersionOpt, HwWeightQuantOpt, LimitOpt, NextnOpt, TraceOpt, accept_rates, fail,
-                                float_list, fmt, hardware_section, load_run_config, validation_message)
+from dynosim.cli.common import (P_LOAD, P_OUTPUT, P_SLO, AcceptRatesOpt, HwBackendOpt, HwKvQuantOpt, HwMemUtilOpt,
+                                HwModelOpt, HwSystemOpt, HwVersionOpt, HwWeightQuantOpt, LimitOpt, NextnOpt, TraceOpt,
+                                accept_rates, fail, float_list, fmt, given_flags, hardware_section, load_run_config,
+                                refuse, row_decimals, validation_message)
 from dynosim.sweeps.recommend import EXIT_NOTHING_MEETS
 from dynosim.traces.mooncake import TraceError
+
+
+# help panels of the sweep's own flags (the shared ones bring theirs from common.py)
+P_GRID = "Deployments swept"
+P_EXEC = "Execution"
 
 
 def recommendation_table(rec: dict) -> Table:
@@ -85,11 +91,12 @@ def frontier_table(front, top: int, title: str) -> Table:
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     trace: TraceOpt,
-    spec_file: Optional[Path] = typer.Option(None, "--spec", help="YAML/JSON SweepSpec (flags override it)"),
-    out: Path = typer.Option(Path("sweep-out"), "--out", "-o", help="results folder (re-running resumes it)"),
-    budget: Optional[int] = typer.Option(None, help="GPUs per deployment (default 16)"),
-    mode: Optional[str] = typer.Option(None, help="comma list: agg, disagg"),
+    spec_file: Optional[Path] = typer.Option(None, "--spec", help="YAML/JSON SweepSpec (flags override it)",
+                                             rich_help_panel=P_GRID),
+    budget: Optional[int] = typer.Option(None, help="GPUs per deployment (default 16)", rich_help_panel=P_GRID),
+    mode: Optional[str] = typer.Option(None, help="comma list: agg, disagg", rich_help_panel=P_GRID),
     model: HwModelOpt = None,
     system: HwSystemOpt = None,
     backend: HwBackendOpt = None,
@@ -97,30 +104,41 @@ def sweep(
     weight_quant: HwWeightQuantOpt = None,
     kv_quant: HwKvQuantOpt = None,
     gpu_memory_utilization: HwMemUtilOpt = None,
-    tp: Optional[str] = typer.Option(None, help="comma list of tensor-parallel degrees (GPUs per worker)"),
-    ep: Optional[str] = typer.Option(None, help="MoE: comma list of expert-parallel degrees"),
-    dp: Optional[str] = typer.Option(None, help="MoE: comma list of attention data-parallel degrees"),
+    tp: Optional[str] = typer.Option(None, help="comma list of tensor-parallel degrees (GPUs per worker)",
+                                     rich_help_panel=P_GRID),
+    ep: Optional[str] = typer.Option(None, help="MoE: comma list of expert-parallel degrees", rich_help_panel=P_GRID),
+    dp: Optional[str] = typer.Option(None, help="MoE: comma list of attention data-parallel degrees",
+                                     rich_help_panel=P_GRID),
     nextn: NextnOpt = 0,
     nextn_accept_rates: AcceptRatesOpt = None,
-    router_mode: Optional[str] = typer.Option(None, "--router-mode", help="comma list of routing policies"),
-    load: Optional[str] = typer.Option(None, help="comma list of arrival-rate factors (default 1,2,4,8)"),
+    router_mode: Optional[str] = typer.Option(None, "--router-mode", help="comma list of routing policies",
+                                              rich_help_panel=P_GRID),
+    load: Optional[str] = typer.Option(None, help="comma list of arrival-rate factors (default 1,2,4,8)",
+                                       rich_help_panel=P_LOAD),
     concurrency: Optional[str] = typer.Option(None, help="comma list of closed-loop concurrencies (sessions "
-                                              "open at once), instead of --load"),
-    repeats: Optional[int] = typer.Option(None, help="seeds per point (confidence intervals)"),
+                                              "open at once), instead of --load", rich_help_panel=P_LOAD),
+    repeats: Optional[int] = typer.Option(None, help="seeds per point (confidence intervals)", rich_help_panel=P_EXEC),
     resample_fraction: Optional[float] = typer.Option(None, help="with --repeats: each seed replays its own random "
-                                                      "subset of this share of the sessions"),
-    executor: str = typer.Option("local", help="local (process pool, all cores), serial, or ray"),
-    jobs: Optional[int] = typer.Option(None, help="parallel simulations (default: all cores)"),
-    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local instance)"),
+                                                      "subset of this share of the sessions", rich_help_panel=P_EXEC),
+    executor: str = typer.Option("local", help="local (process pool, all cores), serial, or ray",
+                                 rich_help_panel=P_EXEC),
+    jobs: Optional[int] = typer.Option(None, help="parallel simulations (default: all cores)", rich_help_panel=P_EXEC),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local instance)",
+                                              rich_help_panel=P_EXEC),
     limit: LimitOpt = None,
-    ttft_p90: Optional[float] = typer.Option(None, "--ttft-p90", help="objective: p90 TTFT ≤ this (ms)"),
-    itl: Optional[float] = typer.Option(None, "--itl", help="objective: mean ITL ≤ this (ms)"),
-    itl_p90: Optional[float] = typer.Option(None, "--itl-p90", help="objective: p90 ITL ≤ this (ms)"),
-    e2e: Optional[float] = typer.Option(None, "--e2e", help="objective: p90 E2E ≤ this (ms)"),
+    ttft_p90: Optional[float] = typer.Option(None, "--ttft-p90", help="objective: p90 TTFT ≤ this (ms)",
+                                             rich_help_panel=P_SLO),
+    itl: Optional[float] = typer.Option(None, "--itl", help="objective: mean ITL ≤ this (ms)", rich_help_panel=P_SLO),
+    itl_p90: Optional[float] = typer.Option(None, "--itl-p90", help="objective: p90 ITL ≤ this (ms)",
+                                            rich_help_panel=P_SLO),
+    e2e: Optional[float] = typer.Option(None, "--e2e", help="objective: p90 E2E ≤ this (ms)", rich_help_panel=P_SLO),
     target_load: Optional[float] = typer.Option(None, "--target-load", help="the load to recommend for "
-                                                "(default ×1, the trace's rate; with --concurrency, the first)"),
-    top: int = typer.Option(8, help="rows of the printed tables"),
-    no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
+                                                "(default ×1, the trace's rate; with --concurrency, the first)",
+                                                rich_help_panel=P_SLO),
+    out: Path = typer.Option(Path("sweep-out"), "--out", "-o", help="results folder (re-running resumes it)",
+                             rich_help_panel=P_OUTPUT),
+    top: int = typer.Option(8, help="rows of the printed tables", rich_help_panel=P_OUTPUT),
+    no_report: bool = typer.Option(False, "--no-report", help="skip report.html", rich_help_panel=P_OUTPUT),
 ) -> None:
     """Sweep deployments over a trace and recommend one per load: the one meeting every objective with the
     most output tokens/s/GPU, the runner-up, and why the others lose. Exit 4 when nothing meets the
@@ -133,6 +151,15 @@ def sweep(
 
     if executor not in ("local", "serial", "ray"):
         fail(f"--executor: unknown {executor!r}; choose local, serial or ray")
+    given = given_flags(ctx)
+    if executor != "ray":
+        refuse(given, ["ray_address"], f"with --executor {executor} (a Ray cluster runs only --executor ray)")
+    if executor == "serial":
+        refuse(given, ["jobs"], "with --executor serial (one simulation at a time)")
+    elif ray_address is not None:
+        refuse(given, ["jobs"], "with --ray-address (the cluster's CPUs decide)")
+    if concurrency is not None:
+        refuse(given, ["load"], "with --concurrency (closed-loop concurrencies replace arrival-rate factors)")
     fields = load_run_config(spec_file) if spec_file is not None else {}
     hw = hardware_section(model, system, backend, backend_version, None, None, None, None, weight_quant, kv_quant,
                           gpu_memory_utilization)
@@ -226,6 +253,24 @@ def print_recommendation(res, top: int) -> None:
                                                "(TTFT p90 and ITL in ms, goodput req/s)"))
 
 
+def regress_table(report, n_cases: int) -> Table:
+    """One row names each case and its metrics follow, indented: 80 columns keep every name and figure whole."""
+    t = Table(title=f"dynosim regress: {n_cases} case(s), {report.regressions} regression(s)")
+    t.add_column("case / metric", overflow="fold")
+    for c in ("baseline", "current", "change", "tolerance", "status"):
+        t.add_column(c, justify="left" if c == "status" else "right", no_wrap=True)
+    case = None
+    for r in report.table.itertuples(index=False):
+        if r.case != case:
+            case = r.case
+            t.add_row(f"[bold]{case}[/bold]", "", "", "", "", "")
+        style = {"REGRESSED": "red", "improved": "green"}.get(r.status)
+        nd = row_decimals([r.baseline, r.current], 3)
+        t.add_row(f"  {r.metric}", fmt(r.baseline, nd), fmt(r.current, nd), f"{100 * r.change:+.2f}%",
+                  f"{100 * r.tolerance:.1f}%", f"[{style}]{r.status}[/{style}]" if style else r.status)
+    return t
+
+
 @app.command()
 def regress(
     spec_file: Path = typer.Option(..., "--spec", help="YAML regress spec: cases (trace + RunConfig), metrics, "
@@ -251,14 +296,7 @@ def regress(
         console.print(f"wrote the baseline for {len(current)} case(s) to {baseline}")
         return
     report = compare_regress(spec, base, current)
-    t = Table(title=f"dynosim regress: {len(spec.cases)} case(s), {report.regressions} regression(s)")
-    for c in ("case", "metric", "baseline", "current", "change", "tolerance", "status"):
-        t.add_column(c, justify="left" if c in ("case", "metric", "status") else "right")
-    for r in report.table.itertuples(index=False):
-        style = {"REGRESSED": "red", "improved": "green"}.get(r.status)
-        t.add_row(r.case, r.metric, fmt(r.baseline, 3), fmt(r.current, 3), f"{100 * r.change:+.2f}%",
-                  f"{100 * r.tolerance:.1f}%", f"[{style}]{r.status}[/{style}]" if style else r.status)
-    console.print(t)
+    console.print(regress_table(report, len(spec.cases)))
     if report.missing:
         err_console.print(f"[red]no baseline for case(s): {', '.join(report.missing)}[/red] "
                           "(run with --update-baseline)")
