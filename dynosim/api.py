@@ -135,6 +135,7 @@ def run(trace: str | Path | Trace, *, workers: int = 1, router_mode: str = "roun
     summary["run"] = {
         "dynosim_version": __version__,
         "trace": str(tr.path),
+        "trace_notes": list(tr.notes),
         "config": json.loads(config.model_dump_json()),
         "seed": config.seed,
         "wall_s": load_s + state.wall_s,

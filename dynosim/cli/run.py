@@ -27,6 +27,13 @@ from dynosim.router.queue import QUEUE_POLICIES
 from dynosim.traces.mooncake import TraceError
 
 
+def objectives_text(g: dict) -> str:
+    """The goodput objectives in words, e.g. 'TTFT ≤ 500 ms, ITL ≤ 50 ms'."""
+    parts = [f"{name} ≤ {g[key]:g} ms" for name, key in (("TTFT", "slo_ttft_ms"), ("ITL", "slo_itl_ms"),
+                                                           ("E2E", "slo_e2e_ms")) if g.get(key) is not None]
+    return ", ".join(parts) or "no objectives"
+
+
 def summary_table(res: RunResult) -> Table:
     s = res.summary
     d = res.config.disagg
@@ -60,7 +67,7 @@ def totals_table(res: RunResult) -> Table:
         ("output tokens/s/GPU", fmt(th["output_tokens_per_s_per_gpu"], 1)),
         ("input tokens/s", fmt(th["input_tokens_per_s"], 1)),
         ("GPU-seconds (mean GPUs)", f"{fmt(s['gpu_seconds'], 0)} ({fmt(s['mean_gpus'], 2)})"),
-        (f"goodput req/s (TTFT ≤ {s['goodput']['slo_ttft_ms']:g} ms, ITL ≤ {s['goodput']['slo_itl_ms']:g} ms)",
+        (f"goodput req/s ({objectives_text(s['goodput'])})",
          f"{fmt(s['goodput']['requests_per_s'], 3)} ({fmt(100 * s['goodput']['attainment'], 1)}% attained)"),
         ("prefix reuse ratio", fmt(s["prefix_reuse_ratio"], 4)),
         ("preemptions", str(s["preemptions"])),
@@ -359,6 +366,8 @@ def run(
                 else f"{cfg.workers} worker(s)"
             err_console.print(f"replaying {trace} on {pools} …")
         res = run_api(trace, config=cfg, limit=limit, timeline_points=timeline_points, trace_events=trace_events)
+        for note in res.summary["run"]["trace_notes"]:
+            err_console.print(f"[yellow]warning:[/] {trace}: {note}")
     except TraceError as exc:
         fail(str(exc))
     except (ValueError, FileNotFoundError) as exc:
