@@ -50,11 +50,15 @@ def refused(res, text, *needles):
                                                   "it takes none"]),
     (["--router-mode", "thompson", "--router-option", "varient=generalized"],
      ["no option varient", "it takes variant, preset, params"]),
+    (["--router-mode", "kv", "--router-option", "temperature=0.3"],
+     ["--router-option temperature: set it with --router-temperature"]),
+    (["--nextn-accept-rates", "0.8"], ["--nextn-accept-rates has no effect without --nextn"]),
     (["--timing", "fixed", "--timing-profile", BUNDLED], ["--timing-profile has no effect with timing model fixed",
                                                           "aic, polynomial, interpolated"]),
     (["--timing-profile", "no-such-profile"], ["--timing-profile: no bundled profile named 'no-such-profile'",
                                                f"bundled: {BUNDLED}"]),
     (["--backend", "vllm"], ["--backend describe a worker's hardware: name --model and --system"]),
+    (["--no-report"], ["--no-report has no effect without --out"]),
 ])
 def test_run_refuses_flags_without_effect(args, needles):
     refused(*run(*args), *needles)

@@ -145,6 +145,9 @@ _PLANNER_FLAGS = ("planner_target", "planner_predictor", "planner_gpu_budget", "
 _POLICY_FLAGS = {"router_temperature": "temperature", "kv_overlap_score_credit": "overlap_score_credit",
                  "router_prefill_load_scale": "prefill_load_scale", "router_tie_break": "tie_break",
                  "device_types": "device_types"}
+_POLICY_FLAG_OF = {"temperature": "--router-temperature", "overlap_score_credit": "--kv-overlap-score-credit",
+                   "prefill_load_scale": "--router-prefill-load-scale", "tie_break": "--router-tie-break",
+                   "device_types": "--device-types"}
 
 
 def check_run_flags(given: dict[str, str], cfg: RunConfig, file_fields: dict, config: Path | None) -> None:
@@ -298,6 +301,8 @@ def run(
     if hw is not None and gpus_per_worker is not None:
         fail("--gpus-per-worker follows from --tp × --pp × --dp when --model/--system are given")
     file_fields = load_run_config(config) if config is not None else {}
+    if nextn_accept_rates is not None and not nextn and not (file_fields.get("engine") or {}).get("nextn"):
+        refuse(given, ["nextn_accept_rates"], "without --nextn (speculative decoding is off)")
     if (prefill_workers or decode_workers) and (prefill_workers < 1 or decode_workers < 1):
         fail("disaggregated serving needs --prefill-workers >= 1 and --decode-workers >= 1")
     try:
@@ -336,6 +341,9 @@ def run(
                                               max_gpu_budget=planner_gpu_budget, startup_time_s=planner_startup_s,
                                               max_replicas=planner_max_replicas).model_dump()
         policy_options = parse_options(router_option)
+        for key, flag in _POLICY_FLAG_OF.items():
+            if key in policy_options:
+                fail(f"--router-option {key}: set it with {flag} (one way to say it)")
         if policy_options:
             fields["router"]["policy_options"] = policy_options
             mode = file_fields.get("router_mode", router_mode.value)
