@@ -113,12 +113,13 @@ def plot_timeline(timeline: pd.DataFrame, path: str | Path, title: str | None = 
         if not drawn:
             ax.text(0.5, 0.5, NO_DATA.get(col, "no data"), transform=ax.transAxes, ha="center", va="center",
                     color="0.4", fontsize=9)
-            ax.set_yticks([])
         ax.set_title(name, fontsize=10)
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
         ax.set_ylim(bottom=0)
-        if scale is None:
+        if not drawn:
+            ax.set_yticks([])
+        elif scale is None:
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[-3:]:
         ax.set_xlabel("time since first arrival (s)")
@@ -126,10 +127,11 @@ def plot_timeline(timeline: pd.DataFrame, path: str | Path, title: str | None = 
                       label=f"{p}: {n_workers[p]} worker{'s' if n_workers[p] != 1 else ''}"
                             + (f" × {capacity[p]:,.0f} KV blocks" if np.isfinite(capacity[p]) else ""))
                for p in dict.fromkeys(timeline["pool"])]
-    fig.legend(handles=handles, loc="upper right", ncol=len(handles), fontsize=9, frameon=False)
     fig.suptitle(f"{title + ' — ' if title else ''}timeline sampled every {dt:.3g} s "
-                 "(thin: one line per worker; thick: pool mean)", x=0.01, ha="left", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+                 "(thin: one line per worker; thick: pool mean)", x=0.01, y=0.995, ha="left", fontsize=11)
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.005, 0.965), ncol=len(handles), fontsize=9,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.945))
     out = Path(path)
     fig.savefig(out, dpi=100)
     return out

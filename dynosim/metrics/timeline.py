@@ -173,10 +173,6 @@ class TimelineSampler:
         self.interval_ms *= 2
 
     # -- the frame ---------------------------------------------------------------------------
-    @property
-    def samples(self) -> int:
-        return len({r[0] for r in self._pool_rows})
-
     def frame(self) -> pd.DataFrame:
         """The timeline as the documented wide frame (built once, on first use)."""
         if self._frame is None:
