@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -51,9 +52,12 @@ class RunResult:
         """Write ``summary.json``, ``requests.parquet`` and ``requests.csv`` into ``out_dir``; with a timeline
         ``timeline.parquet`` and its plot ``timeline.png``; with a planner also ``replicas.csv``,
         ``replicas.parquet`` and the plot ``replicas.png``."""
-        out = Path(out_dir)
+        out = check_output_dir(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(self.summary, indent=2, sort_keys=True) + "\n")
+        for name in RUN_OUTPUTS:      # an earlier run's files in this folder must not pass for this run's
+            (out / name).unlink(missing_ok=True)
+        (out / "summary.json").write_text(json.dumps(strict_json(self.summary), indent=2, sort_keys=True,
+                                                     allow_nan=False) + "\n")
         self.requests.to_parquet(out / "requests.parquet", index=False)
         self.requests.to_csv(out / "requests.csv", index=False)
         timeline = self.timeline
@@ -78,6 +82,35 @@ class RunResult:
         pools = f"{d.prefill_workers}P+{d.decode_workers}D" if d is not None else f"{c.workers} workers"
         return f"{Path(str(self.summary.get('run', {}).get('trace', ''))).name}: {pools}, router {c.router_mode}" \
             + (" (planner on)" if c.planner is not None else "")
+
+
+RUN_OUTPUTS = ("summary.json", "requests.parquet", "requests.csv", "timeline.parquet", "timeline.png",
+               "replicas.csv", "replicas.parquet", "replicas.png", "report.html")
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float as None, so it serialises as strict JSON (``null``, never ``NaN``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """``path`` can hold a run's outputs: a writable folder, or creatable under a writable one (ValueError), so
+    a bad ``--out`` fails before the work, not after it."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{p} exists and is not a directory")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"not writable: {probe}")
+    return p
 
 
 def check_output_file(path: str | Path) -> Path:

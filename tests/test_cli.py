@@ -129,3 +129,36 @@ def test_trace_synth_writes_a_loadable_agentic_trace(tmp_path):
     assert json.loads(res.stdout)["requests"]["completed"] == len(rows)
     bad = runner.invoke(app, ["trace", "synth", str(out), "--rate", "-1"])
     assert bad.exit_code == 2 and "rate" in bad.output
+
+
+def test_failed_requests_exit_5_with_strict_json_unless_allowed(tmp_path):
+    """All requests failing is said on the terminal and exits 5; summary.json stays strict JSON (null, not NaN);
+    --allow-failures exits 0 with the same files."""
+    args = ["run", "--trace", str(SAMPLE), "--limit", "20", "--num-gpu-blocks", "4", "--no-report"]
+    r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "a")])
+    assert r.exit_code == 5, r.output
+    assert "20 of 20 requests did not complete" in r.output and "needs" in r.output
+    text = (tmp_path / "a" / "summary.json").read_text()
+    assert "NaN" not in text
+    s = json.loads(text)
+    assert s["requests"]["failed"] == 20 and s["ttft_ms"]["p50"] is None
+    r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "b"), "--allow-failures"])
+    assert r.exit_code == 0, r.output
+
+
+def test_out_is_checked_before_the_work_and_stale_outputs_go(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    r = CliRunner().invoke(app, ["run", "--trace", str(SAMPLE), "--limit", "20", "--out", str(afile)])
+    assert r.exit_code == 2 and "error: --out:" in r.output and "not a directory" in r.output
+    assert "replaying" not in r.output                   # nothing was simulated
+    out = tmp_path / "o"
+    out.mkdir()
+    for stale in ("replicas.csv", "replicas.png", "timeline.png"):
+        (out / stale).write_text("from an older run")
+    r = CliRunner().invoke(app, ["run", "--trace", str(SAMPLE), "--limit", "20", "--timeline-points", "0",
+                                 "--no-report", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert not (out / "replicas.csv").exists() and not (out / "timeline.png").exists()
+    r = CliRunner().invoke(app, ["run", "--trace", str(SAMPLE), "--limit", "5", "--seed", "-1"])
+    assert r.exit_code == 2 and "--seed" in r.output

@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from dynosim.api import RunResult, check_output_file, run as run_api
+from dynosim.api import RunResult, check_output_dir, check_output_file, run as run_api
 from dynosim.cli.app import app, console, err_console
 from dynosim.cli.common import (P_DEPLOY, P_DISAGG, P_ENGINE, P_HW, P_LOAD, P_OUTPUT, P_PLANNER, P_ROUTER, P_SLO,
                                 P_TIMING, TIMING_HELP, AcceptRatesOpt, ArrivalSpeedupOpt, HwBackendOpt, HwKvQuantOpt,
@@ -25,6 +25,25 @@ from dynosim.planner.config import PlannerConfig, SloConfig
 from dynosim.router.policies import check_policy_options
 from dynosim.router.queue import QUEUE_POLICIES
 from dynosim.traces.mooncake import TraceError
+
+
+EXIT_FAILED_REQUESTS = 5
+
+
+def failed_requests(res: RunResult, allow: bool) -> None:
+    """Say so when requests failed or never finished, and exit 5 unless ``--allow-failures``."""
+    r = res.summary["requests"]
+    bad = r["failed"] + r["unfinished"]
+    if not bad:
+        return
+    statuses = res.requests.loc[res.requests["status"] != "done", "status"]
+    kinds = statuses.str.split(":", n=1).str[0]
+    why = "; ".join(f"{len(g)} {kind}" + (f", e.g. {g.iloc[0].split(':', 1)[1].strip()}" if ":" in g.iloc[0] else "")
+                    for kind, g in statuses.groupby(kinds, sort=True))
+    err_console.print(f"[bold red]{bad} of {r['total']} requests did not complete[/] ({why}); the figures above "
+                      "cover the completed ones only" + ("" if allow else "; exit 5 (--allow-failures: exit 0)"))
+    if not allow:
+        raise typer.Exit(EXIT_FAILED_REQUESTS)
 
 
 def objectives_text(g: dict) -> str:
@@ -285,6 +304,8 @@ def run(
                                  rich_help_panel=P_OUTPUT),
     no_report: bool = typer.Option(False, "--no-report", help="with --out: skip report.html",
                                    rich_help_panel=P_OUTPUT),
+    allow_failures: bool = typer.Option(False, "--allow-failures", help="exit 0 even when requests failed "
+                                        "(default: exit 5)", rich_help_panel=P_OUTPUT),
     timeline_points: int = typer.Option(300, help="timeline samples over the run (0: off)",
                                         rich_help_panel=P_OUTPUT),
     trace_events: Optional[Path] = typer.Option(None, "--trace-events", metavar="FILE.json",
@@ -363,6 +384,11 @@ def run(
         fail(f"trace not found: {trace}")
     if timeline_points < 0:
         fail(f"--timeline-points: must be >= 0 (0 turns the timeline off), got {timeline_points}")
+    if out is not None:
+        try:
+            check_output_dir(out)
+        except ValueError as exc:
+            fail(f"--out: {exc}")
     if trace_events is not None:
         try:
             check_output_file(trace_events)
@@ -401,3 +427,4 @@ def run(
         if trace_events is not None:
             path, n = res.extra["trace_events"]
             console.print(f"wrote {path} ({n:,} passes; open it in https://ui.perfetto.dev)")
+    failed_requests(res, allow_failures)
