@@ -330,8 +330,8 @@ def _lines(fh, path: str) -> Iterator[bytes]:
     while True:
         try:
             text = fh.readline(MAX_LINE_BYTES + 1)
-        except (OSError, EOFError, ValueError) as exc:     # a damaged gzip/zstd stream
-            raise TraceError(path, line + 1, None, f"cannot decompress: {exc}") from None
+        except Exception as exc:     # noqa: BLE001 - a damaged gzip/zstd stream raises its library's own errors
+            raise TraceError(path, line + 1, None, f"cannot read or decompress: {exc}") from None
         if not text:
             return
         line += 1
