@@ -147,7 +147,8 @@ TraceBlockSizeOpt = Annotated[int, typer.Option(help="tokens per trace hash_id",
 ArrivalSpeedupOpt = Annotated[float, typer.Option(help="divide arrival times and session delays by this",
                                                   rich_help_panel=P_LOAD)]
 LimitOpt = Annotated[Optional[int], typer.Option(help="replay only the first N trace rows", rich_help_panel=P_LOAD)]
-SeedOpt = Annotated[int, typer.Option(min=0, help="random seed (random router, tie-breaks)",
+# metavar: typer would show "<int range> [x>=0]", too wide for the Router panel's names in 80 columns
+SeedOpt = Annotated[int, typer.Option(min=0, metavar="<int>", help="random seed (random router, tie-breaks)",
                                       rich_help_panel=P_ROUTER)]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-w", help="aggregated engine workers",
                                          rich_help_panel=P_DEPLOY)]
