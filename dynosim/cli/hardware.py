@@ -7,8 +7,8 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from dynosim.cli.app import console, hardware_app
-from dynosim.cli.common import (HwBackendOpt, HwKvQuantOpt, HwMemUtilOpt, HwVersionOpt, HwWeightQuantOpt, fail, fmt,
-                                validation_message)
+from dynosim.cli.common import (P_ENGINE, P_HW, HwBackendOpt, HwKvQuantOpt, HwMemUtilOpt, HwVersionOpt,
+                                HwWeightQuantOpt, fail, fmt, validation_message)
 
 
 @hardware_app.command("list")
@@ -56,22 +56,26 @@ def list_(
 
 @hardware_app.command("show")
 def show(
-    model: str = typer.Option(..., "--model", help="database model id or path to a config.json"),
-    system: str = typer.Option(..., "--system", help="GPU system"),
+    model: str = typer.Option(..., "--model", help="database model id or path to a config.json",
+                              rich_help_panel=P_HW),
+    system: str = typer.Option(..., "--system", help="GPU system", rich_help_panel=P_HW),
     backend: HwBackendOpt = None,
     backend_version: HwVersionOpt = None,
-    tp: int = typer.Option(1, help="tensor parallel GPUs"),
-    pp: int = typer.Option(1, help="pipeline parallel stages"),
-    ep: int = typer.Option(1, help="MoE: expert parallel ranks"),
-    dp: int = typer.Option(1, help="MoE: attention data-parallel ranks"),
+    tp: int = typer.Option(1, help="tensor parallel GPUs", rich_help_panel=P_HW),
+    pp: int = typer.Option(1, help="pipeline parallel stages", rich_help_panel=P_HW),
+    ep: int = typer.Option(1, help="MoE: expert parallel ranks", rich_help_panel=P_HW),
+    dp: int = typer.Option(1, help="MoE: attention data-parallel ranks", rich_help_panel=P_HW),
     weight_quant: HwWeightQuantOpt = None,
     kv_quant: HwKvQuantOpt = None,
     gpu_memory_utilization: HwMemUtilOpt = None,
-    block_size: int = typer.Option(64, help="tokens per KV block"),
-    max_num_batched_tokens: int = typer.Option(8192, help="token budget of one pass (sizes the activations)"),
-    max_num_seqs: int = typer.Option(256, help="cap on running requests (sizes the logits)"),
-    timing: str = typer.Option("aic", help="price the sample passes with: aic | roofline"),
-    nextn: int = typer.Option(0, help="speculative decoding draft tokens (priced as verify width)"),
+    block_size: int = typer.Option(64, help="tokens per KV block", rich_help_panel=P_ENGINE),
+    max_num_batched_tokens: int = typer.Option(8192, help="token budget of one pass (sizes the activations)",
+                                               rich_help_panel=P_ENGINE),
+    max_num_seqs: int = typer.Option(256, help="cap on running requests (sizes the logits)",
+                                     rich_help_panel=P_ENGINE),
+    timing: str = typer.Option("aic", help="price the sample passes with: aic | roofline", rich_help_panel=P_ENGINE),
+    nextn: int = typer.Option(0, help="speculative decoding draft tokens (priced as verify width)",
+                              rich_help_panel=P_ENGINE),
 ) -> None:
     """Print what one worker is: GPUs, weights and KV per GPU, KV capacity, and a few priced passes."""
     from dynosim.hardware.memory import worker_memory

@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 
 from dynosim.cli.app import console, trace_app
-from dynosim.cli.common import TraceBlockSizeOpt, fail, given_flags, refuse, validation_message
+from dynosim.cli.common import fail, given_flags, refuse, validation_message
 from dynosim.traces.inspect import format_inspection, inspect_trace
 from dynosim.traces.mooncake import TraceError
 
@@ -18,7 +18,7 @@ from dynosim.traces.mooncake import TraceError
 @trace_app.command("inspect")
 def trace_inspect(
     file: Path = typer.Argument(..., help="Mooncake-style JSONL trace"),
-    trace_block_size: TraceBlockSizeOpt = 512,
+    trace_block_size: int = typer.Option(512, help="tokens per trace hash_id"),  # two options: one panel
     as_json: bool = typer.Option(False, "--json", help="print as JSON"),
 ) -> None:
     """Counts, span, rate, ISL/OSL percentiles and the prefix-reuse upper bound of a trace."""
