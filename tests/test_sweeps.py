@@ -19,7 +19,7 @@ from dynosim.sweeps.objectives import Objectives
 from dynosim.sweeps.pareto import aggregate, frontier, pareto_mask
 from dynosim.sweeps.runner import execute
 from dynosim.sweeps.spec import SweepSpec, expand, point_id
-from dynosim.sweeps.store import ResultStore
+from dynosim.sweeps.store import ResultStore, StoreError
 from dynosim.sweeps.sweep import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,16 +66,56 @@ def test_spec_validation(kw, match):
 
 
 def test_store_appends_and_drops_a_torn_line(tmp_path):
-    s = ResultStore(tmp_path)
-    s.append({"id": "a", "x": 1})
-    s.append({"id": "b", "x": 2})
+    with ResultStore.open_for_sweep(tmp_path) as s:
+        s.append({"id": "a", "x": 1})
+        s.append({"id": "b", "x": 2})
     with open(s.path, "ab") as fh:
         fh.write(b'{"id": "c", "x"')                  # killed mid-write
-    s2 = ResultStore(tmp_path)
-    assert len(s2) == 2 and "c" not in s2 and s2.torn == 1
-    s2.append({"id": "c", "x": 3})
+    assert ResultStore(tmp_path).torn == 1 and s.path.read_bytes().endswith(b'"x"')   # a reader cuts nothing
+    with ResultStore.open_for_sweep(tmp_path) as s2:
+        assert len(s2) == 2 and "c" not in s2 and s2.torn == 1
+        s2.append({"id": "c", "x": 3})
     assert [json.loads(x)["id"] for x in s2.path.read_text().splitlines()] == ["a", "b", "c"]
     assert s2.frame(["c", "a"])["x"].tolist() == [3, 1]
+
+
+@pytest.mark.parametrize("bad,match", [
+    (b'{"id": "b", "x"\n', r"line 2: not valid JSON"),                      # a damaged middle line
+    (b'{"x": 2}\n', r"line 2: not a result \(a JSON object with a string 'id'\)"),   # was KeyError: 'id'
+    (b'[1, 2]\n', r"line 2: not a result"),
+    (b'{"id": "b", "n": "\xff"}\n', r"line 2: not UTF-8")])
+def test_store_refuses_a_damaged_line_and_cuts_nothing(tmp_path, bad, match):
+    """Only a torn last line is dropped; any other bad line is an error naming file and line, and the finished
+    points after it stay on disk (the store used to stop at the bad line and truncate the file there)."""
+    path = tmp_path / "results.jsonl"
+    content = b'{"id": "a"}\n' + bad + b'{"id": "c"}\n{"id": "d"}\n'
+    path.write_bytes(content)
+    for opener in (ResultStore, ResultStore.open_for_sweep):
+        with pytest.raises(StoreError, match=match) as err:
+            opener(tmp_path)
+        assert str(path) in str(err.value)
+    assert path.read_bytes() == content
+    from dynosim.sweeps.store import LOCK
+    with ResultStore.open_for_sweep(tmp_path / "again"):            # the failed open released its lock
+        pass
+    assert (tmp_path / LOCK).exists()
+    with ResultStore.open_for_sweep(tmp_path, fresh=True) as s:     # --fresh starts over
+        assert len(s) == 0 and not path.exists()
+
+
+def test_a_second_sweep_into_a_folder_in_use_fails_at_once(tmp_path):
+    with ResultStore.open_for_sweep(tmp_path / "o"):
+        with pytest.raises(StoreError, match=rf"--out {tmp_path / 'o'} is in use by another sweep \(pid {os.getpid()}\)"):
+            ResultStore.open_for_sweep(tmp_path / "o")
+        r = subprocess.run([sys.executable, "-m", "dynosim.cli", "sweep", "--trace", str(TRACE), "--limit", "20",
+                            "--budget", "2", "--mode", "agg", "--router-mode", "kv", "--load", "1", "--executor",
+                            "serial", "--no-report", "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                           env={**os.environ, "COLUMNS": "300"})
+        assert r.returncode == 2, r.stderr
+        assert f"error: --out {tmp_path / 'o'} is in use by another sweep (pid {os.getpid()})" in r.stderr
+        assert "Traceback" not in r.stderr and not (tmp_path / "o" / "results.jsonl").exists()
+    with ResultStore.open_for_sweep(tmp_path / "o"):                 # released when the first sweep ends
+        pass
 
 
 def _strip(df: pd.DataFrame) -> pd.DataFrame:

@@ -139,6 +139,9 @@ def sweep(
                              rich_help_panel=P_OUTPUT),
     top: int = typer.Option(8, help="rows of the printed tables", rich_help_panel=P_OUTPUT),
     no_report: bool = typer.Option(False, "--no-report", help="skip report.html", rich_help_panel=P_OUTPUT),
+    fresh: bool = typer.Option(False, "--fresh", help="clear the results in --out first (a folder keeps the "
+                               "results of one trace, limit and profiles; resuming with others is refused)",
+                               rich_help_panel=P_EXEC),
 ) -> None:
     """Sweep deployments over a trace and recommend one per load: the one meeting every objective with the
     most output tokens/s/GPU, the runner-up, and why the others lose. Exit 4 when nothing meets the
@@ -146,6 +149,7 @@ def sweep(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
+    from dynosim.sweeps.runner import PointError, SweepStopped
     from dynosim.sweeps.spec import SweepSpec, expand, skipped_layouts
     from dynosim.sweeps.sweep import sweep as sweep_api
 
@@ -160,7 +164,17 @@ def sweep(
         refuse(given, ["jobs"], "with --ray-address (the cluster's CPUs decide)")
     if concurrency is not None:
         refuse(given, ["load"], "with --concurrency (closed-loop concurrencies replace arrival-rate factors)")
-    fields = load_run_config(spec_file) if spec_file is not None else {}
+    if jobs is not None and jobs < 1:
+        fail(f"--jobs must be ≥ 1, got {jobs}")
+    for flag, path in (("--trace", trace), ("--spec", spec_file)):
+        if path is not None and path.is_dir():
+            fail(f"{flag} {path}: is a directory, not a file")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out}: exists and is not a directory")
+    try:
+        fields = load_run_config(spec_file) if spec_file is not None else {}
+    except (UnicodeDecodeError, OSError) as exc:
+        fail(f"--spec {spec_file}: cannot read: {exc}")
     hw = hardware_section(model, system, backend, backend_version, None, None, None, None, weight_quant, kv_quant,
                           gpu_memory_utilization)
     if hw is not None:
@@ -214,10 +228,19 @@ def sweep(
         task = bar.add_task("points", total=n)
         try:
             res = sweep_api(trace, spec, out, executor=executor, jobs=jobs, limit=limit, ray_address=ray_address,
-                            progress=lambda done, total: bar.update(task, completed=done))
+                            fresh=fresh, progress=lambda done, total: bar.update(task, completed=done),
+                            note=lambda msg: err_console.print(f"note: {msg}"))
         except TraceError as exc:
             fail(str(exc))
-        except (ValueError, FileNotFoundError) as exc:
+        except PointError as exc:
+            fail(f"{exc} ({kept(out)}; run the same command to resume once the cause is fixed)")
+        except SweepStopped as exc:
+            err_console.print(f"[bold red]error:[/] sweep {exc} ({kept(out)}; run the same command to resume)")
+            raise typer.Exit(128 + exc.signum) from None
+        except KeyboardInterrupt:
+            err_console.print(f"[bold red]error:[/] sweep interrupted ({kept(out)}; run the same command to resume)")
+            raise typer.Exit(130) from None
+        except (ValueError, OSError) as exc:
             fail(str(exc))
     err_console.print(f"ran {res.ran} point(s), {n - res.ran} from the store")
     print_recommendation(res, top)
@@ -232,6 +255,16 @@ def sweep(
         raise typer.Exit(EXIT_NOTHING_MEETS)
 
 
+def kept(out: Path) -> str:
+    """How many finished points a stopped sweep left in its folder (they are not run again)."""
+    from dynosim.sweeps.store import ResultStore
+
+    try:
+        return f"the {len(ResultStore(out))} finished point(s) are kept in {out}"
+    except (ValueError, OSError):
+        return f"the finished points are kept in {out}"
+
+
 def print_recommendation(res, top: int) -> None:
     """The answer first, in words; then the per-load table, the losers at the target load, its frontier."""
     from rich.panel import Panel
@@ -239,6 +272,8 @@ def print_recommendation(res, top: int) -> None:
     from dynosim.sweeps.recommend import load_text
 
     rec = res.recommendation
+    for note in rec.get("trace_notes", []):
+        err_console.print(f"[yellow]warning:[/] {rec['trace']}: {note}")
     style = "green" if rec["feasible"] else "red"
     console.print(Panel(rec["verdict"], title="recommendation", title_align="left", border_style=style))
     console.print(recommendation_table(rec))
@@ -280,23 +315,28 @@ def regress(
                                          "baseline instead of comparing"),
 ) -> None:
     """Run fixed cases and compare with a baseline: exit 1 when a metric got worse beyond its tolerance."""
-    from dynosim.sweeps.regress import compare as compare_regress, load_spec, read_baseline, run_cases, \
-        write_baseline
+    from dynosim.sweeps.regress import check_baseline_target, compare as compare_regress, load_spec, \
+        read_baseline, run_cases, write_baseline
 
     try:
         spec, root = load_spec(spec_file)
-        base = None if update_baseline else read_baseline(baseline)
+        if update_baseline:
+            check_baseline_target(baseline)          # before the cases run: their figures are never lost
+        base = None if update_baseline else read_baseline(baseline, spec)
         current = run_cases(spec, root)
+        if update_baseline:
+            write_baseline(baseline, current, spec)
     except TraceError as exc:
         fail(str(exc))
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         fail(str(exc))
     if update_baseline:
-        write_baseline(baseline, current)
         console.print(f"wrote the baseline for {len(current)} case(s) to {baseline}")
         return
     report = compare_regress(spec, base, current)
     console.print(regress_table(report, len(spec.cases)))
+    for r in report.table[report.table["why"] != ""].itertuples(index=False):
+        err_console.print(f"[red]{r.case}: {r.metric} regressed: {r.why}[/red]")
     if report.missing:
         err_console.print(f"[red]no baseline for case(s): {', '.join(report.missing)}[/red] "
                           "(run with --update-baseline)")

@@ -14,8 +14,8 @@ from dynosim.sweeps.pareto import aggregate, frontier
 from dynosim.sweeps.plots import load_file, plot_cross_load, plot_load
 from dynosim.sweeps.recommend import miss_text, recommend, where_text
 from dynosim.sweeps.runner import execute
-from dynosim.sweeps.spec import SweepSpec, expand
-from dynosim.sweeps.store import ResultStore
+from dynosim.sweeps.spec import SweepSpec, expand, skipped_layouts
+from dynosim.sweeps.store import ResultStore, input_manifest, sha256_file
 
 
 @dataclass
@@ -34,29 +34,58 @@ class SweepResult:
 
 
 def sweep(trace: str | Path, spec: SweepSpec, out: str | Path, *, executor: str = "local", jobs: int | None = None,
-          limit: int | None = None, ray_address: str | None = None,
-          progress: Callable[[int, int], None] = lambda done, total: None) -> SweepResult:
+          limit: int | None = None, ray_address: str | None = None, fresh: bool = False,
+          progress: Callable[[int, int], None] = lambda done, total: None,
+          note: Callable[[str], None] = lambda msg: None) -> SweepResult:
     """Run ``spec`` on ``trace`` into ``out`` (resuming what is there), judge every point by
     ``spec.objectives`` and write results.parquet, points.csv, recommendation.json, pareto.csv and
-    pareto_ttft.csv (the frontiers per load), pareto.png (all loads) and pareto_<load>.png (one per load)."""
+    pareto_ttft.csv (the frontiers per load), pareto.png (all loads) and pareto_<load>.png (one per load).
+
+    ``out`` must hold results of the same inputs (trace content, limit, profiles; ``StoreError`` otherwise) or
+    none; ``fresh`` clears it first. A point that raises stops the sweep (``PointError``) with what finished
+    kept in the store."""
     trace = str(Path(trace).resolve())
     if not Path(trace).exists():
         raise FileNotFoundError(f"trace not found: {trace}")
-    store = ResultStore(out)
-    (store.dir / "spec.yaml").write_text(yaml.safe_dump(json.loads(spec.model_dump_json()), sort_keys=False))
+    if not Path(trace).is_file():
+        raise ValueError(f"trace {trace}: not a file")
     points = expand(spec)
-    todo = [p for p in points if p.id not in store]
-    check_timings(todo)
-    done = len(points) - len(todo)
-    progress(done, len(points))
-
-    def record(row: dict) -> None:
-        nonlocal done
-        store.append(row)
-        done += 1
+    if not points:
+        raise ValueError("no deployment of the grid can run: " + ("; ".join(skipped_layouts(spec)) or
+                                                                   "the budget is too small for the modes asked"))
+    # the trace is read (validated) before the folder is touched, the timings built before any point runs
+    rate, notes = offered_rate(trace, spec.trace_block_size, limit, spec.concurrency == [])
+    digest = sha256_file(trace)
+    with ResultStore.open_for_sweep(out, input_manifest(trace, limit, points, digest), fresh=fresh) as store:
+        if fresh:
+            for old in (*store.dir.glob("pareto*.png"), *(store.dir / n for n in DERIVED)):
+                old.unlink(missing_ok=True)
+        if store.torn:
+            note(f"dropped the torn last line of {store.path} (a point cut off by a kill); it runs again")
+        (store.dir / "spec.yaml").write_text(yaml.safe_dump(json.loads(spec.model_dump_json()), sort_keys=False))
+        todo = [p for p in points if p.id not in store]
+        check_timings(todo)
+        done = len(points) - len(todo)
         progress(done, len(points))
 
-    execute(todo, trace, executor=executor, jobs=jobs, limit=limit, ray_address=ray_address, on_result=record)
+        def record(row: dict) -> None:
+            nonlocal done
+            store.append(row)
+            done += 1
+            progress(done, len(points))
+
+        execute(todo, trace, executor=executor, jobs=jobs, limit=limit, ray_address=ray_address,
+                trace_sha256=digest, on_result=record)
+        return _finish(store, spec, points, trace, rate, notes, len(todo))
+
+
+# what a sweep derives from results.jsonl (``fresh`` removes them with it, so nothing stale outlives the results)
+DERIVED = ("results.parquet", "points.csv", "pareto.csv", "pareto_ttft.csv", "recommendation.json", "report.html")
+
+
+def _finish(store: ResultStore, spec: SweepSpec, points, trace: str, rate: float | None, notes, ran: int
+            ) -> SweepResult:
+    """Aggregate, judge, recommend and plot the finished points."""
     results = store.frame([p.id for p in points])
     results.to_parquet(store.dir / "results.parquet", index=False)
     obj = spec.objectives
@@ -66,7 +95,6 @@ def sweep(trace: str | Path, spec: SweepSpec, out: str | Path, *, executor: str 
                                 int(r.get("failed", 0))}) if not ok else ""
                      for (_, r), ok in zip(agg.iterrows(), agg["meets_slo"])]
     agg.to_csv(store.dir / "points.csv", index=False)
-    rate, notes = offered_rate(trace, spec.trace_block_size, limit, spec.concurrency == [])
     rec = recommend(agg, obj, gpu_budget=spec.gpu_budget, trace=trace, rate_rps=rate)
     rec["trace_notes"] = list(notes)
     (store.dir / "recommendation.json").write_text(json.dumps(rec, indent=2) + "\n")
@@ -87,7 +115,7 @@ def sweep(trace: str | Path, spec: SweepSpec, out: str | Path, *, executor: str 
         store.dir / "pareto_ttft.csv", index=False)
     plot_cross_load(agg, agg["meets_slo"], obj, store.dir / "pareto.png",
                     title=f"{Path(trace).name}, {spec.gpu_budget} GPUs")
-    return SweepResult(results, agg, front, rec, store.dir, len(todo))
+    return SweepResult(results, agg, front, rec, store.dir, ran)
 
 
 def offered_rate(trace: str, trace_block_size: int, limit: int | None, timed: bool = True
