@@ -240,3 +240,94 @@ def test_sigterm_stops_the_pool_cleanly_and_keeps_what_finished(tmp_path):
     assert "Traceback" not in err
     lines = (out / "results.jsonl").read_bytes().splitlines(keepends=True) if (out / "results.jsonl").exists() else []
     assert all(x.endswith(b"\n") and json.loads(x) for x in lines)       # every recorded point whole
+
+
+# ---- 4. a torn last line is a note, not an error --------------------------------------------------------------------
+
+def test_cli_notes_a_torn_last_line_and_reruns_that_point(tmp_path):
+    common = ["--trace", str(TRACE), "--limit", "20", "--budget", "2", "--mode", "agg", "--router-mode", "kv",
+              "--load", "1,4", "--out", str(tmp_path / "o")]
+    assert _cli(*common).exit_code == 0
+    path = tmp_path / "o" / "results.jsonl"
+    first, second = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(first + second[:40])                        # killed while writing the second point
+    r = _cli(*common)
+    assert r.exit_code == 0, r.output
+    out = r.output.replace("\n", " ")
+    assert "note: dropped the torn last line of" in out and "ran 1 point(s), 1 from the store" in out
+    assert path.read_bytes().count(b"\n") == 2
+
+
+# ---- 5. the output location is checked before any point runs ------------------------------------------------------
+
+def _no_points(monkeypatch):
+    import dynosim.sweeps.sweep as sweep_module
+
+    def execute(*a, **kw):
+        raise AssertionError("a point ran")
+
+    monkeypatch.setattr(sweep_module, "execute", execute)
+
+
+def test_out_that_is_a_file_or_under_one_or_unwritable_fails_before_any_point(tmp_path, monkeypatch):
+    _no_points(monkeypatch)
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(StoreError, match=rf"--out {f}: exists and is not a directory"):
+        sweep(TRACE, SweepSpec(**ONE), f, executor="serial", limit=20)
+    with pytest.raises(StoreError, match=rf"--out {f / 'sub'}: cannot create the directory"):
+        sweep(TRACE, SweepSpec(**ONE), f / "sub", executor="serial", limit=20)
+    import dynosim.sweeps.store as store
+
+    with monkeypatch.context() as m:                       # as root every directory is writable: pretend
+        m.setattr(store.os, "access", lambda *a, **kw: False)
+        with pytest.raises(StoreError, match=rf"--out {tmp_path / 'ro'}: not writable"):
+            sweep(TRACE, SweepSpec(**ONE), tmp_path / "ro", executor="serial", limit=20)
+    for out in (f, f / "sub"):
+        r = _cli("--trace", str(TRACE), "--limit", "20", "--budget", "2", "--mode", "agg", "--out", str(out))
+        assert r.exit_code == 2 and f"error: --out {out}: " in r.output and "Traceback" not in r.output, r.output
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anywhere")
+def test_cli_an_unwritable_out_fails_before_any_point(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        r = _cli("--trace", str(TRACE), "--limit", "20", "--budget", "2", "--mode", "agg", "--out", str(ro))
+    finally:
+        ro.chmod(0o700)
+    assert r.exit_code == 2 and f"error: --out {ro}: not writable" in r.output, r.output
+
+
+# ---- 6. error lines, not tracebacks ---------------------------------------------------------------------------------
+
+def test_cli_bad_flags_are_error_lines(tmp_path):
+    out = str(tmp_path / "o")
+    for args, msg in ((["--budget", "1", "--mode", "disagg"], "no deployment of the grid can run"),
+                      (["--jobs", "-1"], "--jobs must be ≥ 1, got -1"),
+                      (["--jobs", "0"], "--jobs must be ≥ 1, got 0"),
+                      (["--spec", str(tmp_path)], f"--spec {tmp_path}: not a file")):
+        r = CliRunner().invoke(app, ["sweep", "--trace", str(TRACE), "--limit", "20", *args, "--out", out],
+                               env={"COLUMNS": "300"})
+        assert r.exit_code == 2 and f"error: {msg}" in r.output and "Traceback" not in r.output, (args, r.output)
+    r = _cli("--trace", str(TRACE.parent), "--out", out)
+    assert r.exit_code == 2 and f"error: --trace {TRACE.parent}: is a directory, not a file" in r.output, r.output
+    bad = tmp_path / "spec.yaml"
+    bad.write_bytes(b"gpu_budget: \xff\n")
+    r = _cli("--trace", str(TRACE), "--spec", str(bad), "--out", out)
+    assert r.exit_code == 2 and f"error: --spec {bad}: cannot read it" in r.output, r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_library_bad_inputs_raise_plain_errors(tmp_path):
+    """The library said KeyError: 'load' for a grid with no point (the CLI guards it; a notebook did not)."""
+    with pytest.raises(ValueError, match="no deployment of the grid can run"):
+        sweep(TRACE, SweepSpec(gpu_budget=1, modes=["disagg"]), tmp_path / "o", executor="serial")
+    with pytest.raises(ValueError, match="not a file"):
+        sweep(TRACE.parent, SweepSpec(**ONE), tmp_path / "o", executor="serial")
+    from dynosim.sweeps.runner import execute
+
+    for jobs in (0, -1):
+        with pytest.raises(ValueError, match=r"jobs must be an integer >= 1"):
+            execute(expand(SweepSpec(**ONE)), str(TRACE), jobs=jobs)

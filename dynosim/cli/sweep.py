@@ -166,15 +166,11 @@ def sweep(
         refuse(given, ["load"], "with --concurrency (closed-loop concurrencies replace arrival-rate factors)")
     if jobs is not None and jobs < 1:
         fail(f"--jobs must be ≥ 1, got {jobs}")
-    for flag, path in (("--trace", trace), ("--spec", spec_file)):
-        if path is not None and path.is_dir():
-            fail(f"{flag} {path}: is a directory, not a file")
+    if trace.is_dir():
+        fail(f"--trace {trace}: is a directory, not a file")
     if out.exists() and not out.is_dir():
         fail(f"--out {out}: exists and is not a directory")
-    try:
-        fields = load_run_config(spec_file) if spec_file is not None else {}
-    except (UnicodeDecodeError, OSError) as exc:
-        fail(f"--spec {spec_file}: cannot read: {exc}")
+    fields = load_run_config(spec_file, "--spec") if spec_file is not None else {}
     hw = hardware_section(model, system, backend, backend_version, None, None, None, None, weight_quant, kv_quant,
                           gpu_memory_utilization)
     if hw is not None:
