@@ -241,7 +241,8 @@ def validate(
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:  # outside the replay (starting servers, simulating); in it, Ctrl-C keeps the data
-        err_console.print(f"[red]error:[/red] interrupted; whatever was measured is in {out}/measured")
+        kept = f"; what was measured is in {out}/measured" if (out / "measured" / "summary.json").exists() else ""
+        err_console.print(f"[red]error:[/red] interrupted{kept}")
         raise typer.Exit(3)
     console.print(comparison_table(res.table))
     r = res.measured["requests"]
