@@ -55,7 +55,8 @@ class RunResult:
         out = check_output_dir(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name in RUN_OUTPUTS:      # an earlier run's files in this folder must not pass for this run's
-            (out / name).unlink(missing_ok=True)
+            if (out / name).is_file():
+                (out / name).unlink()
         (out / "summary.json").write_text(json.dumps(strict_json(self.summary), indent=2, sort_keys=True,
                                                      allow_nan=False) + "\n")
         self.requests.to_parquet(out / "requests.parquet", index=False)

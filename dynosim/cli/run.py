@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from dynosim.api import RunResult, check_output_dir, check_output_file, run as run_api
+from dynosim.api import RunResult, check_output_dir, check_output_file, run as run_api, strict_json
 from dynosim.cli.app import app, console, err_console
 from dynosim.cli.common import (P_DEPLOY, P_DISAGG, P_ENGINE, P_HW, P_LOAD, P_OUTPUT, P_PLANNER, P_ROUTER, P_SLO,
                                 P_TIMING, TIMING_HELP, AcceptRatesOpt, ArrivalSpeedupOpt, HwBackendOpt, HwKvQuantOpt,
@@ -413,7 +413,7 @@ def run(
 
             write_default_report(out)
     if as_json:
-        print(json.dumps(res.summary, indent=2, sort_keys=True))
+        print(json.dumps(strict_json(res.summary), indent=2, sort_keys=True, allow_nan=False))
     else:
         console.print(summary_table(res))
         console.print(totals_table(res))
