@@ -94,6 +94,3 @@ class ActiveLoad:
     def active_depths(self, seq_hashes: Sequence[int]) -> list[int]:
         """Per worker, leading blocks of the request already among its active blocks."""
         return leading_depths(self._counts, seq_hashes)
-
-    def is_tracked(self, rid: int) -> bool:
-        return rid in self._inflight

@@ -72,10 +72,6 @@ class KvIndexer:
         self._held[worker].update(hashes)
         self.events += 1
 
-    def apply_removed(self, worker: int, hashes: Iterable[int]) -> None:
-        self._held[worker].difference_update(hashes)
-        self.events += 1
-
     def apply(self, worker: int, kind: str, hashes: list[int], parent: int | None = None) -> None:
         if kind == "stored":
             self._held[worker].update(hashes)
@@ -88,9 +84,6 @@ class KvIndexer:
     def remove_worker(self, worker: int) -> None:
         """Forget everything a worker held (it left the pool)."""
         self._held[worker] = set()
-
-    def holds(self, worker: int, h: int) -> bool:
-        return h in self._held[worker]
 
     def find_matches(self, seq_hashes: Sequence[int]) -> OverlapScores:
         return OverlapScores(self.depths(seq_hashes), self.tree_sizes)

@@ -15,7 +15,6 @@ Equal keys leave in enqueue order.
 from __future__ import annotations
 
 import heapq
-from typing import Callable
 
 from dynosim.request import Request
 
@@ -48,12 +47,6 @@ class RouterQueue:
         self._seq += 1
         self.enqueued += 1
         self.max_depth = max(self.max_depth, len(self._heap))
-
-    def pop_while(self, admit: Callable[[], bool]) -> list[Request]:
-        out = []
-        while self._heap and admit():
-            out.append(heapq.heappop(self._heap)[2])
-        return out
 
     def pop(self) -> Request:
         return heapq.heappop(self._heap)[2]

@@ -111,9 +111,6 @@ class VllmScheduler:
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
 
-    def _prompt_hashes(self, req: Request) -> list[int]:
-        return req.seq_hashes if self.args.enable_prefix_caching else []
-
     # -- allocation -----------------------------------------------------------
     def _block_hash(self, req: Request, j: int) -> int:
         """Identity of ``req``'s block j once full: its prompt hash, else a private output id."""
@@ -157,10 +154,6 @@ class VllmScheduler:
                     return False
                 req.partial = True
             return True
-
-    def _private_hashes(self, req: Request, start: int, end: int) -> list[int]:
-        # Without prefix caching nothing is shared: give each block a private identity.
-        return [_OUTPUT_BLOCK_TAG | (req.rid << 24) | (1 << 23) | j for j in range(start, end)]
 
     def _free(self, req: Request) -> None:
         if req.partial:
