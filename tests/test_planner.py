@@ -12,19 +12,25 @@ from dynosim.engines.mocker.timing import FixedTiming, PolynomialTiming
 from dynosim.planner import Planner, PlannerConfig, PoolSpec, SloConfig
 from dynosim.planner.budget import fit_agg, fit_disagg
 from dynosim.planner.load import EngineLoad, decide
-from dynosim.planner.perf import (
-    agg_capacity,
-    decode_capacity,
-    decode_step_ms,
-    max_batch,
-    prefill_capacity,
-    prefill_ms,
-    replicas_for,
-)
-from dynosim.planner.planner import Observation
+from dynosim.planner.perf import agg_capacity, decode_capacity, max_batch, prefill_capacity, replicas_for
+from dynosim.planner.planner import IntervalStats
 from dynosim.planner.predictors import PREDICTORS, make_predictor
+from dynosim.sim.capacity import MockerCapacity
 
 ARGS = MockerArgs()
+
+
+def W(timing, args=ARGS) -> MockerCapacity:
+    """One mocker worker behind the planner's capacity protocol."""
+    return MockerCapacity(args, timing)
+
+
+def prefill_ms(timing, args, new_tokens):
+    return W(timing, args).prefill_ms(new_tokens)
+
+
+def decode_step_ms(timing, args, batch, context):
+    return W(timing, args).decode_step_ms(batch, context)
 
 
 # ---------------------------------------------------------------------------- predictors
@@ -90,43 +96,43 @@ def test_planner_config_validation():
 
 def test_prefill_capacity_by_hand():
     t = FixedTiming(prefill=20.0, decode=5.0)
-    assert prefill_capacity(t, ARGS, 1000).rps == pytest.approx(50.0)
+    assert prefill_capacity(W(t, ARGS), 1000).rps == pytest.approx(50.0)
     # a prompt longer than one pass is prefilled in budget-sized chunks: 20000 tokens = 3 passes of ≤ 8192
     assert prefill_ms(t, ARGS, 20000) == pytest.approx(60.0)
     poly = PolynomialTiming()
     assert prefill_ms(poly, ARGS, 16384) == pytest.approx(2 * poly.prefill_ms(1, 8192, 0))
     fast = MockerArgs(speedup_ratio=2.0)
-    assert prefill_capacity(t, fast, 1000).rps == pytest.approx(100.0)
+    assert prefill_capacity(W(t, fast), 1000).rps == pytest.approx(100.0)
 
 
 def test_decode_capacity_is_littles_law_at_the_largest_batch_meeting_itl():
     poly = PolynomialTiming()
     isl, osl, itl = 4096, 200, 12.0
-    cap = decode_capacity(poly, ARGS, isl, osl, itl)
+    cap = decode_capacity(W(poly), isl, osl, itl)
     ctx = isl + osl / 2
-    assert cap.meets_slo and 1 <= cap.batch <= max_batch(ARGS, ctx)
+    assert cap.meets_slo and 1 <= cap.batch <= max_batch(W(poly), ctx)
     assert decode_step_ms(poly, ARGS, cap.batch, ctx) <= itl
-    if cap.batch < max_batch(ARGS, ctx):
+    if cap.batch < max_batch(W(poly), ctx):
         assert decode_step_ms(poly, ARGS, cap.batch + 1, ctx) > itl
     assert cap.rps == pytest.approx(cap.batch / (osl * decode_step_ms(poly, ARGS, cap.batch, ctx) / 1000))
     # constant 5 ms steps: the KV cache bounds the batch (16384 blocks × 64 tokens / 4196 tokens = 249)
-    fixed = decode_capacity(FixedTiming(decode=5.0), ARGS, isl, osl, 50.0)
+    fixed = decode_capacity(W(FixedTiming(decode=5.0)), isl, osl, 50.0)
     assert fixed.batch == 16384 * 64 // 4196 == 249 and fixed.rps == pytest.approx(249 / (200 * 0.005))
     # headroom: the mean batch fills at most 80% of the cache
-    assert decode_capacity(FixedTiming(decode=5.0), ARGS, isl, osl, 50.0, kv_utilization=0.8).batch == \
+    assert decode_capacity(W(FixedTiming(decode=5.0)), isl, osl, 50.0, kv_utilization=0.8).batch == \
         int(16384 * 64 * 0.8 // 4196) == 199
     # no batch meets the ITL: one request per worker, flagged
-    slow = decode_capacity(FixedTiming(decode=80.0), ARGS, isl, osl, 50.0)
+    slow = decode_capacity(W(FixedTiming(decode=80.0)), isl, osl, 50.0)
     assert not slow.meets_slo and slow.batch == 1
 
 
 def test_agg_capacity_meets_both_objectives():
     poly = PolynomialTiming()
-    cap = agg_capacity(poly, ARGS, 4096, 4096, 64, 500.0, 50.0)
+    cap = agg_capacity(W(poly), 4096, 4096, 64, 500.0, 50.0)
     assert cap.meets_slo and cap.batch > 1 and cap.rps > 0
-    tight = agg_capacity(poly, ARGS, 4096, 4096, 64, 500.0, 20.0)
+    tight = agg_capacity(W(poly), 4096, 4096, 64, 500.0, 20.0)
     assert tight.rps < cap.rps                        # a tighter ITL allows a smaller batch
-    impossible = agg_capacity(poly, ARGS, 4096, 4096, 64, 1.0, 50.0)
+    impossible = agg_capacity(W(poly), 4096, 4096, 64, 1.0, 50.0)
     assert not impossible.meets_slo and impossible.batch == 1
 
 
@@ -160,7 +166,7 @@ def _load(queued_prefill=0, sched_kv=0, queued_kv=0, n_decode=0, max_kv=1_000_00
 
 
 def _decide(role, target, loads, timing=None, **kw):
-    return decide(role, target, loads, ARGS, timing or PolynomialTiming(), ttft_ms=kw.get("ttft", 500.0),
+    return decide(role, target, loads, W(timing or PolynomialTiming()), ttft_ms=kw.get("ttft", 500.0),
                   itl_ms=kw.get("itl", 50.0), avg_isl=kw.get("isl", 4096.0), avg_ctx=kw.get("ctx", 4200.0),
                   kv_hit=kw.get("hit", 0.0))
 
@@ -216,8 +222,8 @@ def test_load_decisions_sla_target():
 
 
 def _planner(**cfg):
-    pools = {"prefill": PoolSpec("prefill", ARGS, FixedTiming(prefill=100.0, decode=10.0)),
-             "decode": PoolSpec("decode", ARGS, FixedTiming(prefill=100.0, decode=10.0))}
+    pools = {"prefill": PoolSpec("prefill", W(FixedTiming(prefill=100.0, decode=10.0), ARGS)),
+             "decode": PoolSpec("decode", W(FixedTiming(prefill=100.0, decode=10.0), ARGS))}
     return Planner(PlannerConfig(predictor="constant", **cfg), SloConfig(ttft_ms=500, itl_ms=50), pools)
 
 
@@ -226,7 +232,7 @@ def test_throughput_targets_by_hand():
     Decode: 10 ms steps meet the ITL at the KV-bound batch 16384·64/(1000+50) = 998 → capped at
     max_num_seqs 256; 256 / (100 tokens × 10 ms) = 256 requests/s → 1 worker."""
     p = _planner(max_gpu_budget=16)
-    p.observe(Observation(num_requests=5400, avg_isl=1000, avg_osl=100, kv_hit_rate=0.0))
+    p.observe(IntervalStats(num_requests=5400, avg_isl=1000, avg_osl=100, kv_hit_rate=0.0))
     assert p.throughput_targets(180.0) == {"prefill": 3, "decode": 1}
     d = p.decisions[-1]
     assert d.capacity_rps["prefill"] == pytest.approx(10.0) and d.capacity_rps["decode"] == pytest.approx(256.0)
@@ -239,19 +245,19 @@ def test_throughput_targets_by_hand():
 
 def test_throughput_targets_respect_budget_and_caps():
     p = _planner(max_gpu_budget=6)
-    p.observe(Observation(num_requests=180 * 80, avg_isl=1000, avg_osl=100, kv_hit_rate=0.0))
+    p.observe(IntervalStats(num_requests=180 * 80, avg_isl=1000, avg_osl=100, kv_hit_rate=0.0))
     t = p.throughput_targets(180.0)                  # 8 prefill + 1 decode do not fit in 6 GPUs
     assert t["prefill"] + t["decode"] <= 6 and t["decode"] >= 1
     q = _planner(max_gpu_budget=64, max_replicas=5)
-    q.observe(Observation(num_requests=180 * 80, avg_isl=1000, avg_osl=100, kv_hit_rate=0.0))
+    q.observe(IntervalStats(num_requests=180 * 80, avg_isl=1000, avg_osl=100, kv_hit_rate=0.0))
     assert q.throughput_targets(180.0)["prefill"] == 5
 
 
 def test_prefix_hits_shrink_the_prefill_pool():
     p = _planner(max_gpu_budget=64)
-    p.observe(Observation(num_requests=180 * 30, avg_isl=20000, avg_osl=100, kv_hit_rate=0.0))
+    p.observe(IntervalStats(num_requests=180 * 30, avg_isl=20000, avg_osl=100, kv_hit_rate=0.0))
     cold = p.throughput_targets(180.0)["prefill"]    # 3 passes of 100 ms per prompt: 3.33/s → 9
-    p.observe(Observation(num_requests=180 * 30, avg_isl=20000, avg_osl=100, kv_hit_rate=0.9))
+    p.observe(IntervalStats(num_requests=180 * 30, avg_isl=20000, avg_osl=100, kv_hit_rate=0.9))
     warm = p.throughput_targets(360.0)["prefill"]    # 2000 new tokens: 1 pass → 3
     assert (cold, warm) == (9, 3)
 
@@ -270,9 +276,9 @@ def test_deployment_must_fit_the_budget():
         p.check_deployment({"prefill": 2, "decode": 3})
     p.check_deployment({"prefill": 2, "decode": 2})
     tp4 = MockerArgs(gpus_per_worker=4)
-    q = Planner(PlannerConfig(max_gpu_budget=6), SloConfig(), {"prefill": PoolSpec("prefill", tp4, FixedTiming()),
-                                                              "decode": PoolSpec("decode", tp4, FixedTiming())})
+    q = Planner(PlannerConfig(max_gpu_budget=6), SloConfig(), {"prefill": PoolSpec("prefill", W(FixedTiming(), tp4)),
+                                                              "decode": PoolSpec("decode", W(FixedTiming(), tp4))})
     with pytest.raises(ValueError, match="cannot hold min_replicas"):
         q.check_deployment({"prefill": 1, "decode": 1})
     with pytest.raises(ValueError, match="one aggregated pool or prefill"):
-        Planner(PlannerConfig(), SloConfig(), {"a": PoolSpec("prefill", ARGS, FixedTiming())})
+        Planner(PlannerConfig(), SloConfig(), {"a": PoolSpec("prefill", W(FixedTiming(), ARGS))})

@@ -10,7 +10,7 @@ its workers' forward-pass metrics). Per optimization target:
   tokens) / capacity (throughput: up if any u > 1, down if all u < 0.6;
   latency: up if any u > 0.4, down if all u < 0.1).
 - ``sla``: each engine's TTFT and ITL are estimated from its queue with the
-  timing model; up if *every* engine misses the objective, down if every
+  worker's pass times; up if *every* engine misses the objective, down if every
   engine is below objective × sensitivity (aggregated: up if all miss TTFT or
   all miss ITL, down only if both are comfortably met). Decode and aggregated
   engines also scale up when every one has more KV demand than capacity
@@ -22,9 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dynosim.engines.mocker.config import MockerArgs
-from dynosim.engines.mocker.timing import TimingModel
-from dynosim.planner.perf import decode_step_ms, prefill_ms
+from dynosim.planner.capacity import WorkerCapacity
 
 THRESHOLDS = {
     # target: (prefill up if any r >= , prefill down if all r < , kv up if any u > , kv down if all u < )
@@ -44,28 +42,28 @@ class EngineLoad:
     max_kv_tokens: int
 
 
-def estimate_ttft_ms(e: EngineLoad, timing: TimingModel, args: MockerArgs, avg_isl: float, kv_hit: float) -> float:
+def estimate_ttft_ms(e: EngineLoad, w: WorkerCapacity, avg_isl: float, kv_hit: float) -> float:
     """Queued prefill work plus one average prompt, after prefix hits, in budget-sized passes."""
     work = (e.queued_prefill_tokens + avg_isl) * (1.0 - kv_hit)
-    return prefill_ms(timing, args, work) if work >= 1 else 0.0
+    return w.prefill_ms(work) if work >= 1 else 0.0
 
 
-def estimate_itl_ms(e: EngineLoad, timing: TimingModel, args: MockerArgs, avg_ctx: float) -> float:
+def estimate_itl_ms(e: EngineLoad, w: WorkerCapacity, avg_ctx: float) -> float:
     """One decode step with every running and queued request plus one more."""
     batch = e.num_decode + 1
     kv = e.scheduled_kv_tokens + e.queued_kv_tokens + avg_ctx
-    return decode_step_ms(timing, args, batch, kv / batch)
+    return w.decode_step_ms(batch, kv / batch)
 
 
-def decide(role: str, target: str, loads: list[EngineLoad], args: MockerArgs, timing: TimingModel,
+def decide(role: str, target: str, loads: list[EngineLoad], w: WorkerCapacity,
            *, ttft_ms: float, itl_ms: float, avg_isl: float, avg_ctx: float, kv_hit: float,
            down_sensitivity: float = 0.8) -> int:
     """+1, -1 or 0 for a pool with ``role`` in {"prefill", "decode", "aggregated"}."""
     if not loads:
         return 0
     if target == "sla":
-        ttft = [estimate_ttft_ms(e, timing, args, avg_isl, kv_hit) for e in loads] if role != "decode" else []
-        itl = [estimate_itl_ms(e, timing, args, avg_ctx) for e in loads] if role != "prefill" else []
+        ttft = [estimate_ttft_ms(e, w, avg_isl, kv_hit) for e in loads] if role != "decode" else []
+        itl = [estimate_itl_ms(e, w, avg_ctx) for e in loads] if role != "prefill" else []
         if role == "prefill":
             return _sla_vote(ttft, ttft_ms, down_sensitivity)
         # requests waiting for KV space on every engine: their TTFT grows by a queue the ITL estimate cannot see
@@ -84,7 +82,7 @@ def decide(role: str, target: str, loads: list[EngineLoad], args: MockerArgs, ti
         return 0
     p_up, p_down, u_up, u_down = THRESHOLDS[target]
     if role == "prefill":
-        r = [e.queued_prefill_tokens / args.max_num_batched_tokens for e in loads]
+        r = [e.queued_prefill_tokens / w.max_num_batched_tokens for e in loads]
         if any(x >= p_up for x in r):
             return 1
         return -1 if len(loads) > 1 and all(x < p_down for x in r) else 0

@@ -1,8 +1,9 @@
-"""Engine capacity from the timing model: how many requests/s one worker sustains under the SLOs.
+"""Worker capacity: how many requests/s one worker sustains under the SLOs.
 
-The planner sizes pools from the same timing model the simulated engines run
-on (on real hardware: the profile ``dynosim calibrate`` measured), as Dynamo's
-planner sizes them from its profiled per-iteration regressions.
+The planner sizes pools from a worker's pass times (``capacity.WorkerCapacity``;
+in the simulator the same timing model the engines run on, on real hardware the
+profile ``dynosim calibrate`` measured), as Dynamo's planner sizes them from its
+profiled per-iteration regressions.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dynosim.engines.mocker.config import MockerArgs
-from dynosim.engines.mocker.timing import TimingModel
+from dynosim.planner.capacity import WorkerCapacity
 
 
 @dataclass(frozen=True)
@@ -23,37 +23,20 @@ class Capacity:
     meets_slo: bool
 
 
-def prefill_ms(timing: TimingModel, args: MockerArgs, new_tokens: float) -> float:
-    """A lone prompt's prefill time, in passes of at most ``max_num_batched_tokens`` (chunked prefill)."""
-    n = max(1, int(round(new_tokens)))
-    mbt = args.max_num_batched_tokens
-    full, rem = divmod(n, mbt)
-    t = full * timing.prefill_ms(1, mbt, 0)
-    if rem:
-        t += timing.prefill_ms(1, rem, 0)
-    return t / args.speedup_ratio
-
-
-def decode_step_ms(timing: TimingModel, args: MockerArgs, batch: int, context: float) -> float:
-    """One decode pass of ``batch`` requests holding ``context`` tokens each."""
-    total = args.num_gpu_blocks * args.block_size
-    return timing.decode_ms(int(batch * context), context, total) / (args.speedup_ratio * args.decode_speedup_ratio)
-
-
-def max_batch(args: MockerArgs, context: float, kv_utilization: float = 1.0) -> int:
+def max_batch(w: WorkerCapacity, context: float, kv_utilization: float = 1.0) -> int:
     """Largest decode batch ``max_num_seqs`` and the KV cache (filled to ``kv_utilization``) allow at this
     context length."""
-    kv = args.num_gpu_blocks * args.block_size * kv_utilization
-    return max(1, min(args.max_num_seqs, int(kv // max(context, 1.0))))
+    kv = w.kv_tokens * kv_utilization
+    return max(1, min(w.max_num_seqs, int(kv // max(context, 1.0))))
 
 
-def prefill_capacity(timing: TimingModel, args: MockerArgs, isl_eff: float) -> Capacity:
+def prefill_capacity(w: WorkerCapacity, isl_eff: float) -> Capacity:
     """Prompts per second one prefill worker finishes, one after another."""
-    wt = prefill_ms(timing, args, isl_eff)
+    wt = w.prefill_ms(isl_eff)
     return Capacity(1000.0 / wt if wt > 0 else math.inf, 1, True)
 
 
-def decode_capacity(timing: TimingModel, args: MockerArgs, isl: float, osl: float, itl_ms: float,
+def decode_capacity(w: WorkerCapacity, isl: float, osl: float, itl_ms: float,
                     kv_utilization: float = 1.0) -> Capacity:
     """Little's law at the largest batch whose step meets the ITL objective, at context isl + osl/2.
 
@@ -62,21 +45,21 @@ def decode_capacity(timing: TimingModel, args: MockerArgs, isl: float, osl: floa
     """
     osl = max(osl, 1.0)
     ctx = isl + osl / 2.0
-    hi = max_batch(args, ctx, kv_utilization)
+    hi = max_batch(w, ctx, kv_utilization)
     lo, best = 1, 0
     while lo <= hi:                       # step time grows with the batch: binary search
         mid = (lo + hi) // 2
-        if decode_step_ms(timing, args, mid, ctx) <= itl_ms:
+        if w.decode_step_ms(mid, ctx) <= itl_ms:
             best, lo = mid, mid + 1
         else:
             hi = mid - 1
     meets = best > 0
     b = best if meets else 1
-    wt = decode_step_ms(timing, args, b, ctx)
+    wt = w.decode_step_ms(b, ctx)
     return Capacity(b / (osl * wt / 1000.0) if wt > 0 else math.inf, b, meets)
 
 
-def agg_capacity(timing: TimingModel, args: MockerArgs, isl_eff: float, isl: float, osl: float,
+def agg_capacity(w: WorkerCapacity, isl_eff: float, isl: float, osl: float,
                  ttft_ms: float, itl_ms: float, kv_utilization: float = 1.0) -> Capacity:
     """Aggregated worker: each pass decodes the batch and prefills its share of new prompts.
 
@@ -88,18 +71,18 @@ def agg_capacity(timing: TimingModel, args: MockerArgs, isl_eff: float, isl: flo
     """
     osl = max(osl, 1.0)
     ctx = isl + osl / 2.0
-    mbt = args.max_num_batched_tokens
-    cap = max_batch(args, ctx, kv_utilization)
+    mbt = w.max_num_batched_tokens
+    cap = max_batch(w, ctx, kv_utilization)
     if isl_eff > 0:
         cap = min(cap, int(mbt - isl_eff / osl)) if mbt - isl_eff / osl >= 1 else 1
 
     def at(b: int) -> tuple[Capacity, bool]:
         per_pass_prefill = min(b * isl_eff / osl, mbt)
-        dec = decode_step_ms(timing, args, b, ctx)
-        step = (prefill_ms(timing, args, per_pass_prefill) if per_pass_prefill >= 1 else 0.0) + dec
+        dec = w.decode_step_ms(b, ctx)
+        step = (w.prefill_ms(per_pass_prefill) if per_pass_prefill >= 1 else 0.0) + dec
         chunk = max(mbt - b, 1)
         passes = math.ceil(isl_eff / chunk) if isl_eff > 0 else 1
-        ttft = passes * (prefill_ms(timing, args, min(isl_eff, chunk)) + dec) if isl_eff > 0 else dec
+        ttft = passes * (w.prefill_ms(min(isl_eff, chunk)) + dec) if isl_eff > 0 else dec
         rps = b / (osl * step / 1000.0) if step > 0 else math.inf
         return Capacity(rps, b, True), step <= itl_ms and ttft <= ttft_ms
 

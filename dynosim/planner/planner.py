@@ -7,37 +7,49 @@ Little's law at the largest batch meeting the ITL objective, aggregated from
 the best batch meeting both objectives. With load scaling on, these targets
 are lower bounds that the ±1 load steps (``load.decide``) move above. Targets
 always respect ``min_replicas``, ``max_replicas`` and the GPU budget.
+
+Every rule that decides a replica target is here, behind ``Planner.tick``:
+plain data in (``Observation``: the clock, the tick's kind and the frontend's
+running traffic counters; one ``PoolState`` per pool: its counts, how often it
+changed and its engines' loads), plain data out (``TickDecisions``: per pool
+the target and the reason). The caller only observes and executes.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
-from dynosim.engines.mocker.config import MockerArgs
-from dynosim.engines.mocker.timing import TimingModel
 from dynosim.planner.budget import fit_agg, fit_disagg
+from dynosim.planner.capacity import WorkerCapacity
 from dynosim.planner.config import PlannerConfig, SloConfig
 from dynosim.planner.load import EngineLoad, decide
 from dynosim.planner.perf import agg_capacity, decode_capacity, prefill_capacity, replicas_for
 from dynosim.planner.predictors import make_predictor
 
+THROUGHPUT, LOAD = "throughput", "load"
+# why a pool's target is what it is (``PoolDecision.reason``)
+SCALE_UP, SCALE_DOWN, STEADY = "scale up", "scale down", "steady"
+HELD_STARTING = "held: workers starting"
+HELD_OBSERVING = "held: observing"           # fewer than load_min_observations load ticks since its last change
+REFUSED_BUDGET = "refused: budget"
+
 
 @dataclass(frozen=True)
 class PoolSpec:
-    """One pool as the planner sees it: its role, engine, timing model and GPUs per worker."""
+    """One pool as the planner sees it: its role and one worker's capacity (GPUs included)."""
 
     role: str                 # "aggregated" | "prefill" | "decode"
-    args: MockerArgs
-    timing: TimingModel
+    worker: WorkerCapacity
 
     @property
     def gpus(self) -> int:
-        return self.args.gpus_per_worker
+        return self.worker.gpus
 
 
 @dataclass(frozen=True)
-class Observation:
-    """Traffic of one throughput interval, as the frontend saw it."""
+class IntervalStats:
+    """Traffic of one throughput interval, as the frontend saw it (what the predictors are fed)."""
 
     num_requests: float
     avg_isl: float
@@ -45,9 +57,75 @@ class Observation:
     kv_hit_rate: float
 
 
+@dataclass(frozen=True)
+class Traffic:
+    """The frontend's running totals since the start (the planner differences them per interval)."""
+
+    arrived: int = 0
+    arrived_isl: int = 0
+    completed: int = 0
+    completed_osl: int = 0
+    prefilled: int = 0
+    prefilled_isl: int = 0
+    prefilled_reused: int = 0
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the planner is told at a tick."""
+
+    time_ms: float            # the clock (virtual or wall)
+    kind: str                 # "throughput" | "load"
+    traffic: Traffic
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """One pool now: replicas starting and routable, how many times it changed and its engines' loads."""
+
+    starting: int
+    ready: int
+    changes: int = 0                          # scaling actions plus workers that became routable, ever
+    loads: tuple[EngineLoad, ...] = ()        # one per routable engine (read at load ticks)
+
+    @property
+    def expected(self) -> int:
+        """Replicas the pool is heading for: routable plus starting."""
+        return self.starting + self.ready
+
+
+@dataclass(frozen=True)
+class PoolDecision:
+    """A pool's target after a tick and why."""
+
+    current: int
+    target: int
+    reason: str
+
+    @property
+    def changed(self) -> bool:
+        return self.target != self.current
+
+
+@dataclass(frozen=True)
+class TickDecisions:
+    """The outcome of one tick: per pool, its target and the reason."""
+
+    time_s: float
+    kind: str                         # "throughput" | "load"
+    pools: dict[str, PoolDecision]
+
+    def targets(self) -> dict[str, int]:
+        return {k: d.target for k, d in self.pools.items()}
+
+    def changes(self) -> dict[str, int]:
+        """Only the pools whose target differs from what they are heading for."""
+        return {k: d.target for k, d in self.pools.items() if d.changed}
+
+
 @dataclass
 class Decision:
-    """Targets and what they were computed from (kept for the report)."""
+    """Throughput targets and what they were computed from (kept for the report)."""
 
     time_s: float
     kind: str                         # "throughput" | "load"
@@ -66,9 +144,14 @@ class Planner:
         self.pools = pools
         self.disagg = "prefill" in roles
         self._pred = {k: make_predictor(cfg.predictor) for k in ("num_requests", "isl", "osl", "kv_hit")}
-        self.last: Observation | None = None
+        self.last: IntervalStats | None = None
         self.lower: dict[str, int] = {name: cfg.min_replicas for name in pools}
         self.decisions: list[Decision] = []
+        self._window = Traffic()              # the counters at the start of the current throughput interval
+        # arrivals counted at the last load ticks: the recent request rate a step down must fit
+        self._arrivals: deque[tuple[float, int]] = deque(maxlen=cfg.load_min_observations + 1)
+        self._observed: dict[str, int] = {name: 0 for name in pools}   # load ticks since the pool last changed
+        self._seen_changes: dict[str, int] = {name: 0 for name in pools}
 
     def _name(self, role: str) -> str:
         return next(n for n, p in self.pools.items() if p.role == role)
@@ -78,7 +161,7 @@ class Planner:
         return min(cap, self.cfg.max_replicas) if self.cfg.max_replicas is not None else cap
 
     # -- throughput-based ----------------------------------------------------------------
-    def observe(self, obs: Observation) -> None:
+    def observe(self, obs: IntervalStats) -> None:
         """Feed one finished interval to the predictors."""
         self.last = obs
         self._pred["num_requests"].add(obs.num_requests)
@@ -115,10 +198,10 @@ class Planner:
         isl, osl = max(isl, 1.0), max(osl, 1.0)
         isl_eff = isl * (1.0 - min(max(kv_hit, 0.0), self.cfg.max_kv_hit_rate))
         if spec.role == "prefill":
-            return prefill_capacity(spec.timing, spec.args, isl_eff)
+            return prefill_capacity(spec.worker, isl_eff)
         if spec.role == "decode":
-            return decode_capacity(spec.timing, spec.args, isl, osl, self.slo.itl_ms, self.cfg.max_kv_utilization)
-        return agg_capacity(spec.timing, spec.args, isl_eff, isl, osl, self.slo.ttft_ms, self.slo.itl_ms,
+            return decode_capacity(spec.worker, isl, osl, self.slo.itl_ms, self.cfg.max_kv_utilization)
+        return agg_capacity(spec.worker, isl_eff, isl, osl, self.slo.ttft_ms, self.slo.itl_ms,
                             self.cfg.max_kv_utilization)
 
     def load_target(self, name: str, current: int, loads: list[EngineLoad], *, avg_isl: float, avg_osl: float,
@@ -131,7 +214,7 @@ class Planner:
         is busy, so the queue alone would remove workers the traffic needs.
         """
         spec = self.pools[name]
-        step = decide(spec.role, self.cfg.optimization_target, loads, spec.args, spec.timing,
+        step = decide(spec.role, self.cfg.optimization_target, loads, spec.worker,
                       ttft_ms=self.slo.ttft_ms, itl_ms=self.slo.itl_ms, avg_isl=avg_isl,
                       avg_ctx=avg_isl + avg_osl / 2.0, kv_hit=min(kv_hit, self.cfg.max_kv_hit_rate),
                       down_sensitivity=self.cfg.load_down_sensitivity)
@@ -162,3 +245,92 @@ class Planner:
         if used > self.cfg.max_gpu_budget:
             raise ValueError(f"the starting deployment uses {used} GPUs, more than planner.max_gpu_budget="
                              f"{self.cfg.max_gpu_budget}")
+
+    # -- the tick: every rule that decides whether a target is acted on ---------------------------
+    def tick(self, obs: Observation, pools: dict[str, PoolState]) -> TickDecisions:
+        """One throughput or load tick: per pool, the replicas it should head for and why.
+
+        Plain data in and out; the caller applies every target that differs from
+        ``PoolState.expected`` (shrinking pools first) and ticks again later.
+        """
+        if set(pools) != set(self.pools):
+            raise ValueError(f"planner.tick: pools {sorted(pools)} are not the planned {sorted(self.pools)}")
+        if obs.kind == THROUGHPUT:
+            out = self._throughput_tick(obs, pools)
+        elif obs.kind == LOAD:
+            out = self._load_tick(obs, pools)
+        else:
+            raise ValueError(f"planner.tick: unknown kind {obs.kind!r}")
+        return TickDecisions(obs.time_ms / 1000.0, obs.kind, out)
+
+    @staticmethod
+    def _step(current: int, target: int, held: str | None = None) -> PoolDecision:
+        if held is not None:
+            return PoolDecision(current, current, held)
+        target = max(target, 1)               # a pool never goes below one worker
+        reason = SCALE_UP if target > current else SCALE_DOWN if target < current else STEADY
+        return PoolDecision(current, target, reason)
+
+    def _interval(self, c: Traffic) -> IntervalStats:
+        """The throughput interval that just ended; averages of an empty window repeat the previous one."""
+        w = self._window
+        n = c.arrived - w.arrived
+        done = c.completed - w.completed
+        pre = c.prefilled - w.prefilled
+        prev = self.last
+        return IntervalStats(
+            num_requests=float(n),
+            avg_isl=(c.arrived_isl - w.arrived_isl) / n if n else (prev.avg_isl if prev else 0.0),
+            avg_osl=(c.completed_osl - w.completed_osl) / done if done else (prev.avg_osl if prev else 0.0),
+            kv_hit_rate=((c.prefilled_reused - w.prefilled_reused) / (c.prefilled_isl - w.prefilled_isl)
+                         if pre and c.prefilled_isl > w.prefilled_isl else (prev.kv_hit_rate if prev else 0.0)))
+
+    def _throughput_tick(self, obs: Observation, pools: dict[str, PoolState]) -> dict[str, PoolDecision]:
+        stats = self._interval(obs.traffic)
+        self._window = obs.traffic
+        self.observe(stats)
+        targets = self.throughput_targets(obs.time_ms / 1000.0)
+        if self.cfg.load_scaling:      # a lower bound for the load steps, within the budget
+            targets = self.fit_budget({name: max(targets[name], pools[name].expected) for name in self.pools})
+        return {name: self._step(pools[name].expected, targets[name]) for name in self.pools}
+
+    def _traffic_so_far(self, c: Traffic) -> tuple[float, float, float]:
+        """Average ISL, OSL and prefix-hit rate of the last throughput interval (else of everything seen)."""
+        if self.last is not None:
+            o = self.last
+            return o.avg_isl, o.avg_osl, o.kv_hit_rate
+        isl = c.arrived_isl / c.arrived if c.arrived else 0.0
+        osl = c.completed_osl / c.completed if c.completed else 0.0
+        hit = c.prefilled_reused / c.prefilled_isl if c.prefilled_isl else 0.0
+        return isl, osl, hit
+
+    def _load_tick(self, obs: Observation, pools: dict[str, PoolState]) -> dict[str, PoolDecision]:
+        isl, osl, hit = self._traffic_so_far(obs.traffic)
+        self._arrivals.append((obs.time_ms, obs.traffic.arrived))
+        (t_a, n_a), (t_b, n_b) = self._arrivals[0], self._arrivals[-1]
+        recent = (n_b - n_a) / ((t_b - t_a) / 1000.0) if t_b > t_a else None
+        for name, st in pools.items():
+            if st.changes != self._seen_changes[name]:       # scaled, or a worker became routable
+                self._seen_changes[name] = st.changes
+                self._observed[name] = 0
+            self._observed[name] += 1
+        # no new action on a pool while some of its workers are still starting, nor before it was observed
+        # for load_min_observations ticks since its last change
+        wait = self.cfg.load_min_observations
+        out: dict[str, PoolDecision] = {}
+        for name in self.pools:
+            st = pools[name]
+            cur = st.expected
+            if st.starting:
+                out[name] = self._step(cur, cur, HELD_STARTING)
+            elif self._observed[name] < wait:
+                out[name] = self._step(cur, cur, HELD_OBSERVING)
+            else:
+                out[name] = self._step(cur, self.load_target(name, cur, list(st.loads), avg_isl=isl, avg_osl=osl,
+                                                             kv_hit=hit, recent_rps=recent))
+        # a step up that would break the GPU budget is refused
+        proposed = {name: d.target for name, d in out.items()}
+        if self.fit_budget(proposed) != proposed:
+            out = {name: d if d.target <= d.current else PoolDecision(d.current, d.current, REFUSED_BUDGET)
+                   for name, d in out.items()}
+        return out

@@ -1,4 +1,9 @@
-"""The planner in the simulator's loop: ticks in virtual time, starts and retires workers.
+"""The planner in the simulator's loop: observes, ticks the planner in virtual time, executes its targets.
+
+This module decides nothing: at each tick it reads what a live deployment
+would report (engine loads, the frontend's traffic counters, the pools'
+counts), hands it to ``Planner.tick`` and applies the targets it returns. Every
+rule about whether a target is acted on lives in ``dynosim.planner``.
 
 Scale-up: a new worker holds its GPUs from the decision and becomes routable
 ``startup_time_s`` later. Scale-down: first cancels workers still starting,
@@ -10,16 +15,13 @@ cache. Every change is a row of the replica timeline.
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import replace
-
 import pandas as pd
 
 from dynosim.config import RunConfig
 from dynosim.planner.load import EngineLoad
-from dynosim.planner.planner import Observation, Planner, PoolSpec
+from dynosim.planner.planner import LOAD, THROUGHPUT, Observation, Planner, PoolSpec, PoolState, Traffic
+from dynosim.sim.capacity import MockerCapacity
 from dynosim.sim.clock import PRIO_ARRIVAL, Clock
-from dynosim.sim.frontend import TrafficCounters
 from dynosim.sim.worker import Worker
 
 OFF, STARTING, READY, DRAINING = "off", "starting", "ready", "draining"
@@ -57,7 +59,7 @@ class ScaledPool:
         self.starting_order: list[int] = []
         self._gen: list[int] = [0] * len(handle.workers)
         self.ups = self.downs = 0
-        self.observed = 0          # load ticks since the pool last changed
+        self.changes = 0           # scaling actions plus workers that became routable (the planner's gate)
         for w in handle.workers:
             w.on_idle = self._on_idle
 
@@ -81,15 +83,20 @@ class ScaledPool:
     def loads(self) -> list[EngineLoad]:
         return [engine_load(self.h.workers[w]) for w in self.ready_order]
 
+    def observe(self, with_loads: bool) -> PoolState:
+        """What the planner is told of this pool (its engines' loads only when it asks for them)."""
+        return PoolState(len(self.starting_order), len(self.ready_order), self.changes,
+                         tuple(self.loads()) if with_loads else ())
+
     def scale_to(self, n: int, reason: str) -> None:
-        n = max(n, 1)
+        """Head for ``n`` replicas (the planner's target, at least one): start, cancel or drain workers."""
         if n == self.expected:
             return
         if n > self.expected:
             self.ups += 1
         else:
             self.downs += 1
-        self.observed = 0
+        self.changes += 1
         while self.expected < n:
             self._start_one()
         while self.expected > n:
@@ -128,7 +135,7 @@ class ScaledPool:
         if self._gen[w] != gen or self.state[w] != STARTING:
             return  # cancelled before it started
         self.starting_order.remove(w)
-        self.observed = 0
+        self.changes += 1
         self.state[w] = READY
         self.ready_order.append(w)
         if record:
@@ -165,16 +172,12 @@ class PlannerDriver:
         self.retired: list[Worker] = []
         self.rows: list[tuple] = []
         self.targets: dict[str, int] = {}
-        specs = {h.name: PoolSpec(h.role, h.args, h.timing) for h in cluster.pools}
+        specs = {h.name: PoolSpec(h.role, MockerCapacity(h.args, h.timing)) for h in cluster.pools}
         self.planner = Planner(self.pcfg, cfg.slo, specs)
         self.planner.check_deployment({h.name: len(h.workers) for h in cluster.pools})
         startup = self.pcfg.startup_time_s * 1000.0
         self.pools = [ScaledPool(h, clock, startup, self._record, self.retired) for h in cluster.pools]
-        self._window = TrafficCounters()      # the counters at the start of the current throughput interval
-        self._last_obs: Observation | None = None
         self._t0: float | None = None
-        # arrivals counted at the last load ticks: the recent request rate a step down must fit
-        self._arrivals: deque[tuple[float, int]] = deque(maxlen=self.pcfg.load_min_observations + 1)
 
     # -- timeline -----------------------------------------------------------------------
     def _record(self, pool: ScaledPool, reason: str) -> None:
@@ -230,37 +233,28 @@ class PlannerDriver:
             self._record(p, "start")
         sessions = self.cluster.frontend.trace.sessions
         self._t0 = sessions[0].start_ms if sessions else 0.0
-        if self.pcfg.load_scaling:
-            self.clock.call_at(self._t0 + self.pcfg.load_interval_s * 1000.0, self._load_tick, PRIO_ARRIVAL)
-        if self.pcfg.uses_throughput_scaling:
-            self.clock.call_at(self._t0 + self.pcfg.throughput_interval_s * 1000.0, self._throughput_tick,
-                               PRIO_ARRIVAL)
+        for on, kind, interval_s in ((self.pcfg.load_scaling, LOAD, self.pcfg.load_interval_s),
+                                     (self.pcfg.uses_throughput_scaling, THROUGHPUT, self.pcfg.throughput_interval_s)):
+            if on:
+                self.clock.call_at(self._t0 + interval_s * 1000.0, lambda k=kind, i=interval_s: self._tick(k, i),
+                                   PRIO_ARRIVAL)
 
     def _done(self) -> bool:
         return self.cluster.frontend.finished
 
-    def _throughput_tick(self) -> None:
+    def _observe(self, kind: str) -> tuple[Observation, dict[str, PoolState]]:
+        c = self.cluster.frontend.counters
+        traffic = Traffic(c.arrived, c.arrived_isl, c.completed, c.completed_osl, c.prefilled, c.prefilled_isl,
+                          c.prefilled_reused)
+        return (Observation(self.clock.now(), kind, traffic),
+                {p.name: p.observe(with_loads=kind == LOAD) for p in self.pools})
+
+    def _tick(self, kind: str, interval_s: float) -> None:
         if self._done():
             return
-        c, w = self.cluster.frontend.counters, self._window
-        n = c.arrived - w.arrived
-        done = c.completed - w.completed
-        pre = c.prefilled - w.prefilled
-        prev = self._last_obs
-        obs = Observation(
-            num_requests=float(n),
-            avg_isl=(c.arrived_isl - w.arrived_isl) / n if n else (prev.avg_isl if prev else 0.0),
-            avg_osl=(c.completed_osl - w.completed_osl) / done if done else (prev.avg_osl if prev else 0.0),
-            kv_hit_rate=((c.prefilled_reused - w.prefilled_reused) / (c.prefilled_isl - w.prefilled_isl)
-                         if pre and c.prefilled_isl > w.prefilled_isl else (prev.kv_hit_rate if prev else 0.0)))
-        self._window = replace(c)
-        self._last_obs = obs
-        self.planner.observe(obs)
-        targets = self.planner.throughput_targets(self.clock.now() / 1000.0)
-        if self.pcfg.load_scaling:      # a lower bound for the load steps, within the budget
-            targets = self.planner.fit_budget({p.name: max(targets[p.name], p.expected) for p in self.pools})
-        self._apply(targets, "throughput")
-        self.clock.call_at(self.clock.now() + self.pcfg.throughput_interval_s * 1000.0, self._throughput_tick,
+        decisions = self.planner.tick(*self._observe(kind))
+        self._apply(decisions.targets(), kind)
+        self.clock.call_at(self.clock.now() + interval_s * 1000.0, lambda: self._tick(kind, interval_s),
                            PRIO_ARRIVAL)
 
     def _apply(self, targets: dict[str, int], reason: str) -> None:
@@ -269,38 +263,3 @@ class PlannerDriver:
             if p.name in targets:
                 self.targets[p.name] = targets[p.name]
                 p.scale_to(targets[p.name], reason)
-
-    def _traffic_so_far(self) -> tuple[float, float, float]:
-        """Average ISL, OSL and prefix-hit rate of the current window (else of everything seen)."""
-        if self._last_obs is not None:
-            o = self._last_obs
-            return o.avg_isl, o.avg_osl, o.kv_hit_rate
-        c = self.cluster.frontend.counters
-        isl = c.arrived_isl / c.arrived if c.arrived else 0.0
-        osl = c.completed_osl / c.completed if c.completed else 0.0
-        hit = c.prefilled_reused / c.prefilled_isl if c.prefilled_isl else 0.0
-        return isl, osl, hit
-
-    def _load_tick(self) -> None:
-        if self._done():
-            return
-        isl, osl, hit = self._traffic_so_far()
-        now = self.clock.now()
-        self._arrivals.append((now, self.cluster.frontend.counters.arrived))
-        (t_a, n_a), (t_b, n_b) = self._arrivals[0], self._arrivals[-1]
-        recent = (n_b - n_a) / ((t_b - t_a) / 1000.0) if t_b > t_a else None
-        current = {p.name: p.expected for p in self.pools}
-        for p in self.pools:
-            p.observed += 1
-        # no new action on a pool while some of its workers are still starting, nor before it was observed
-        # for load_min_observations ticks since its last change
-        wait = self.pcfg.load_min_observations
-        proposed = {p.name: current[p.name] if p.starting_order or p.observed < wait else
-                    self.planner.load_target(p.name, p.expected, p.loads(), avg_isl=isl, avg_osl=osl, kv_hit=hit,
-                                             recent_rps=recent)
-                    for p in self.pools}
-        # a step up that would break the GPU budget is refused
-        if self.planner.fit_budget(proposed) != proposed:
-            proposed = {k: min(v, current[k]) for k, v in proposed.items()}
-        self._apply({k: v for k, v in proposed.items() if v != current[k]}, "load")
-        self.clock.call_at(self.clock.now() + self.pcfg.load_interval_s * 1000.0, self._load_tick, PRIO_ARRIVAL)
