@@ -34,3 +34,26 @@ def test_simulator_does_not_import_live_code():
         bad = {m for m in imported_modules(path) if m.startswith(("dynosim.validate", "dynosim.engines.live"))
                or m.split(".")[0] == "aiohttp"}
         assert not bad, f"{path} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", sorted((PKG / "planner").rglob("*.py")), ids=lambda p: str(p.relative_to(PKG)))
+def test_planner_imports_no_engine_simulator_simpy_or_aiohttp(path):
+    """The planner decides from plain data and a capacity protocol; it never sees an engine or the simulator."""
+    bad = {m for m in imported_modules(path)
+           if m.split(".")[0] in ("simpy", "aiohttp") or m.startswith(("dynosim.sim", "dynosim.engines"))}
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", sorted((PKG / "deploy").rglob("*.py")), ids=lambda p: str(p.relative_to(PKG)))
+def test_deploy_imports_no_simpy_aiohttp_simulator_or_live_code(path):
+    """deploy/ builds one deployment for both worlds: it takes a clock and workers, never a world's machinery."""
+    bad = {m for m in imported_modules(path)
+           if m.split(".")[0] in ("simpy", "aiohttp")
+           or m.startswith(("dynosim.sim", "dynosim.engines", "dynosim.validate"))}
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_router_settings_are_read_in_deploy_only():
+    """Router construction from a RunConfig lives in deploy/routers.py, not copied in sim/ or validate/."""
+    for path in list((PKG / "sim").rglob("*.py")) + list((PKG / "validate").rglob("*.py")):
+        assert 'pop("policy_options")' not in path.read_text(), f"{path} builds a router's settings itself"
