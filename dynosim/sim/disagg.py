@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from dynosim.config import RunConfig
+from dynosim.deploy.routers import decode_router as make_decode_router, prefill_router as make_prefill_router
 from dynosim.disagg.transfer import LinkState
 from dynosim.engines.mocker.scheduler import VllmScheduler
 from dynosim.engines.mocker.timing import timing_for
@@ -117,11 +118,6 @@ def build_disagg_cluster(trace: Trace, cfg: RunConfig, clock: Clock):
     pre_args, dec_args = engines["prefill"], engines["decode"]
     pre_timing = timing_for(pre_args)
     dec_timing = timing_for(dec_args)
-    params = cfg.router.model_dump()
-    params.update(params.pop("policy_options"))
-    # as Dynamo configures them: the prefill router weighs prefill load and overlap only (its requests
-    # leave at once), the decode router counts decode blocks only, without deduplication
-    params.setdefault("track_active_blocks", False)
     prefill: list[Worker] = []
     decode: list[Worker] = []
     fr: list[DisaggFrontend] = []
@@ -133,18 +129,8 @@ def build_disagg_cluster(trace: Trace, cfg: RunConfig, clock: Clock):
         return worker_metrics
 
     bs = pre_args.block_size
-    prefill_router = Router(cfg.router_mode, d.prefill_workers, bs, seed=cfg.seed,
-                            max_num_batched_tokens=pre_args.max_num_batched_tokens,
-                            worker_metrics=metrics_of(prefill, pre_args), **params)
-    # Dynamo's decode router: round robin when the deployment routes round robin, else decode blocks only
-    # (no prefill term, no overlap credit, no deduplication)
-    if cfg.router_mode == "round-robin":
-        decode_router = Router("round-robin", d.decode_workers, bs, seed=cfg.seed + 1)
-    else:
-        decode_router = Router("kv", d.decode_workers, bs, seed=cfg.seed + 1, kv_events=False,
-                               overlap_score_credit=0.0, prefill_load_scale=0.0, assume_kv_reuse=False,
-                               max_num_batched_tokens=dec_args.max_num_batched_tokens,
-                               worker_metrics=metrics_of(decode, dec_args))
+    prefill_router = make_prefill_router(cfg, metrics_of(prefill, pre_args))
+    decode_router = make_decode_router(cfg, metrics_of(decode, dec_args))
     gaps = TokenGaps()
 
     def kv_events(wid: int, events: list) -> None:

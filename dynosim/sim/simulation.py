@@ -10,6 +10,7 @@ from typing import Callable
 import pandas as pd
 
 from dynosim.config import RunConfig
+from dynosim.deploy.routers import aggregated_router
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.scheduler import VllmScheduler
 from dynosim.engines.mocker.timing import TimingModel, timing_for
@@ -67,16 +68,12 @@ def build_cluster(trace: Trace, cfg: RunConfig, clock: Clock) -> Cluster:
                          f"config says {cfg.trace_block_size}")
     timing = timing_for(cfg.engine)
     workers: list[Worker] = []
-    params = cfg.router.model_dump()
-    params.update(params.pop("policy_options"))
 
     def worker_metrics(wid: int) -> tuple[float, int]:
         sched = workers[wid].sched
         return sched.kv.num_active / cfg.engine.num_gpu_blocks, len(sched.waiting)
 
-    router = Router(cfg.router_mode, cfg.workers, cfg.engine.block_size, seed=cfg.seed,
-                    max_num_batched_tokens=cfg.engine.max_num_batched_tokens, worker_metrics=worker_metrics,
-                    **params)
+    router = aggregated_router(cfg, worker_metrics)
     hasher = BlockHasher(cfg.engine.block_size, cfg.trace_block_size)
     gaps = TokenGaps()
     frontend_ref: list[Frontend] = []

@@ -33,6 +33,7 @@ import pandas as pd
 
 from dynosim.clock import WallClock
 from dynosim.config import RunConfig
+from dynosim.deploy.routers import aggregated_router
 from dynosim.engines.live.client import CompletionResult, LiveClient
 from dynosim.engines.live.metrics import MetricsError, delta, scrape
 from dynosim.engines.live.prompts import prompt_token_ids
@@ -229,11 +230,7 @@ class LiveReplay:
 
     # -- wiring ---------------------------------------------------------------------
     def _router(self) -> Router:
-        params = self.cfg.router.model_dump()
-        params.update(params.pop("policy_options"))
-        return Router(self.cfg.router_mode, self.cfg.workers, self.cfg.engine.block_size, seed=self.cfg.seed,
-                      max_num_batched_tokens=self.cfg.engine.max_num_batched_tokens,
-                      worker_metrics=lambda w: self._worker_state[w], **params)
+        return aggregated_router(self.cfg, lambda w: self._worker_state[w])
 
     def _launch(self, worker: LiveWorker, req: Request) -> None:
         if self._aborted is not None:
