@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dynosim.metrics.catalog import BY_KEY, label as metric_label
 from dynosim.sweeps.pareto import pareto_mask
 
 MAX_POINTS = 1000          # per line in a timeline, per curve in a CDF
@@ -23,20 +24,12 @@ MODE_SYMBOLS = {"agg": "circle", "disagg": "square"}
 OTHER_SYMBOLS = ("diamond", "triangle-up", "cross", "x", "star")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
-# label, unit and decimals of each sweep figure the hover shows (points.csv column names)
-POINT_FIGURES = {
-    "output_tps_per_gpu": ("tokens/s/GPU", "", 1),
-    "tps_user_mean": ("tokens/s/user (mean)", "", 1),
-    "ttft_p50": ("TTFT p50", " ms", 0),
-    "ttft_p90": ("TTFT p90", " ms", 0),
-    "itl_mean": ("ITL mean", " ms", 2),
-    "itl_p90": ("ITL p90", " ms", 2),
-    "e2e_p90": ("E2E p90", " ms", 0),
-    "goodput_rps": ("goodput", " req/s", 3),
-    "slo_attainment": ("SLO attainment", "", 3),
-}
-OBJECTIVE_LABELS = {"ttft_p90_ms": "TTFT p90", "itl_mean_ms": "ITL mean", "itl_p90_ms": "ITL p90",
-                    "e2e_p90_ms": "E2E p90"}
+# label, unit and decimals of each sweep figure the hover shows (points.csv column names; the metric catalogue's)
+POINT_FIGURES = {k: (BY_KEY[k].short or BY_KEY[k].label, f" {BY_KEY[k].unit}" if BY_KEY[k].unit else "",
+                     BY_KEY[k].decimals)
+                 for k in ("output_tps_per_gpu", "tps_user_mean", "ttft_p50", "ttft_p90", "itl_mean", "itl_p90",
+                           "e2e_p90", "goodput_rps", "slo_attainment")}
+OBJECTIVE_LABELS = {f"{k}_ms": metric_label(k) for k in ("ttft_p90", "itl_mean", "itl_p90", "e2e_p90")}
 BASE_LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50), font=dict(size=12),
                    hoverlabel=dict(align="left"))
 
@@ -190,9 +183,8 @@ def frontier_figure(points: pd.DataFrame, objectives: dict[str, float] | None = 
                 owner.append(level)
     _objective_lines(fig, panels, objectives)
     for k, panel in enumerate(panels):
-        fig.update_xaxes(title_text="tokens/s/user (mean)" if panel == "tps_user_mean" else "TTFT p90 (ms)",
-                         row=1, col=k + 1)
-        fig.update_yaxes(title_text="output tokens/s/GPU", row=1, col=k + 1)
+        fig.update_xaxes(title_text=metric_label(panel, unit=True), row=1, col=k + 1)
+        fig.update_yaxes(title_text=metric_label("output_tps_per_gpu", unit=True), row=1, col=k + 1)
     title = lambda lv: f"Frontier at {load_label(lv[0], lv[1], rates.get(lv))}"  # noqa: E731
     fig.update_layout(**BASE_LAYOUT, height=520, title=dict(text=title(initial), x=0.01),
                       legend=dict(orientation="h", yanchor="top", y=-0.14, x=0))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-METRICS = ("output_tps_per_gpu", "tps_user_mean", "ttft_p50", "ttft_p90", "ttft_p99", "itl_mean", "itl_p90",
-           "e2e_p50", "e2e_p90", "goodput_rps", "slo_attainment", "output_tps", "requests_per_s", "prefix_reuse",
-           "num_gpus", "completed")
+from dynosim.metrics.catalog import AGGREGATED, SWEEP_ROW
+
+METRICS = AGGREGATED     # the figures averaged over seeds (the metric catalogue's view)
 
 
 def aggregate(results: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
@@ -15,10 +15,8 @@ def aggregate(results: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     Student-t confidence interval (0 with one seed)."""
     from scipy.special import stdtrit    # Student-t quantile; scipy.stats takes seconds to import
 
-    from dynosim.sweeps.runner import METRIC_NAMES
-
     # a point's labels: everything a row carries that is not a measurement, its id or its seed
-    keys = [c for c in results.columns if c not in METRIC_NAMES and c not in ("id", "seed", "wall_s")]
+    keys = [c for c in results.columns if c not in SWEEP_ROW and c not in ("id", "seed", "wall_s")]
     rows = []
     for key, g in results.groupby(keys, sort=False, dropna=False):
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))

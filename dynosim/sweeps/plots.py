@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dynosim.metrics.catalog import label
 from dynosim.sweeps.objectives import Objectives
 from dynosim.sweeps.pareto import frontier
 
 MARKERS = {"agg": "o", "disagg": "s"}
 X_USER, X_TTFT, Y = "tps_user_mean", "ttft_p90", "output_tps_per_gpu"
-LABELS = {X_USER: "tokens/s/user (mean)", X_TTFT: "TTFT p90 (ms)", Y: "output tokens/s/GPU"}
+LABELS = {k: label(k, unit=True) for k in (X_USER, X_TTFT, Y)}     # the metric catalogue's labels
 
 
 def _figure(ncols: int, width: float = 13.0):

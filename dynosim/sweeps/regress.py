@@ -28,14 +28,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dynosim.config import RunConfig
+from dynosim.metrics.catalog import (HIGHER_IS_BETTER, JUDGED, LOWER_IS_BETTER,  # noqa: F401 - kept importable here
+                                     REGRESS_DEFAULT, SWEEP_ROW, direction)
 
-# the direction in which each metric is better
-HIGHER_IS_BETTER = {"output_tps_per_gpu", "output_tps", "requests_per_s", "tps_user_mean", "tps_user_p50",
-                    "goodput_rps", "slo_attainment", "prefix_reuse", "completed"}
-LOWER_IS_BETTER = {"ttft_p50", "ttft_p90", "ttft_p99", "ttft_mean", "itl_mean", "itl_p50", "itl_p90", "e2e_p50",
-                   "e2e_p90", "preemptions", "failed"}
-DEFAULT_METRICS = ["ttft_p50", "ttft_p90", "itl_mean", "e2e_p90", "output_tps_per_gpu", "goodput_rps",
-                   "prefix_reuse", "failed"]
+# the direction in which each metric is better, and what is compared by default: the metric catalogue's
+# (a figure regress compares is a sweep row's column with a direction)
+COMPARABLE = frozenset(JUDGED & set(SWEEP_ROW))
+DEFAULT_METRICS = list(REGRESS_DEFAULT)
 
 
 class RegressCase(BaseModel):
@@ -57,10 +56,9 @@ class RegressSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "RegressSpec":
-        known = HIGHER_IS_BETTER | LOWER_IS_BETTER
         for m in [*self.metrics, *self.tolerances]:
-            if m not in known:
-                raise ValueError(f"unknown metric {m!r}; choose from {sorted(known)}")
+            if m not in COMPARABLE:
+                raise ValueError(f"unknown metric {m!r}; choose from {sorted(COMPARABLE)}")
         names = [c.name for c in self.cases]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -98,7 +96,7 @@ def load_spec(path: str | Path) -> tuple[RegressSpec, Path]:
 def run_cases(spec: RegressSpec, root: Path) -> dict[str, dict[str, float]]:
     """Metrics per case name (every metric the sweep rows carry)."""
     from dynosim.sim.simulation import simulate, summarize_state
-    from dynosim.sweeps.runner import metrics_row
+    from dynosim.metrics.catalog import flat_row
     from dynosim.traces.mooncake import load_trace
 
     out = {}
@@ -110,7 +108,7 @@ def run_cases(spec: RegressSpec, root: Path) -> dict[str, dict[str, float]]:
         tr = load_trace(trace_path, trace_block_size=cfg.trace_block_size, speedup=cfg.arrival_speedup,
                         limit=case.limit)
         _, summary = summarize_state(simulate(tr, cfg))
-        out[case.name] = metrics_row(summary)
+        out[case.name] = flat_row(summary)
     return out
 
 
@@ -165,8 +163,9 @@ def compare(spec: RegressSpec, baseline: dict[str, dict[str, float]],
             change = float("nan") if c is None else (c - b) / abs(b) if b else \
                 (0.0 if c == b else math.copysign(math.inf, c - b))
             if status is None:
-                worse = change < -tol if m in HIGHER_IS_BETTER else change > tol
-                better = change > tol if m in HIGHER_IS_BETTER else change < -tol
+                higher = direction(m) == "higher"
+                worse = change < -tol if higher else change > tol
+                better = change > tol if higher else change < -tol
                 status = "REGRESSED" if worse else ("improved" if better else "ok")
             rows.append({"case": case.name, "metric": m, "baseline": b, "current": float("nan") if c is None else c,
                          "change": change, "tolerance": tol, "status": status, "why": why})

@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
+from dynosim.metrics.catalog import SWEEP_ROW, flat_row
 from dynosim.sweeps.spec import SweepPoint
 
 EXECUTORS = ("local", "serial", "ray")
@@ -72,31 +73,12 @@ def _trace(path: str, trace_block_size: int, speedup: float, limit: int | None, 
     return load_trace(path, trace_block_size=trace_block_size, speedup=speedup, limit=limit)
 
 
-METRIC_NAMES = ("output_tps_per_gpu", "output_tps", "requests_per_s", "tps_user_mean", "tps_user_p50", "ttft_p50",
-                "ttft_p90", "ttft_p99", "ttft_mean", "itl_mean", "itl_p50", "itl_p90", "e2e_p50", "e2e_p90",
-                "goodput_rps", "slo_attainment", "prefix_reuse", "preemptions", "completed", "failed", "num_gpus",
-                "duration_s")
+METRIC_NAMES = SWEEP_ROW      # a row's measurements (the metric catalogue's sweep columns)
 
 
 def metrics_row(summary: dict) -> dict[str, Any]:
     """The figures a sweep compares, flat (one column each)."""
-    th, g = summary["throughput"], summary["goodput"]
-    return {
-        "output_tps_per_gpu": th["output_tokens_per_s_per_gpu"],
-        "output_tps": th["output_tokens_per_s"],
-        "requests_per_s": th["requests_per_s"],
-        "tps_user_mean": summary["tps_user"]["mean"],
-        "tps_user_p50": summary["tps_user"]["p50"],
-        "ttft_p50": summary["ttft_ms"]["p50"], "ttft_p90": summary["ttft_ms"]["p90"],
-        "ttft_p99": summary["ttft_ms"]["p99"], "ttft_mean": summary["ttft_ms"]["mean"],
-        "itl_mean": summary["itl_ms"]["mean"], "itl_p50": summary["itl_ms"]["p50"],
-        "itl_p90": summary["itl_ms"]["p90"],
-        "e2e_p50": summary["e2e_ms"]["p50"], "e2e_p90": summary["e2e_ms"]["p90"],
-        "goodput_rps": g["requests_per_s"], "slo_attainment": g["attainment"],
-        "prefix_reuse": summary["prefix_reuse_ratio"], "preemptions": summary["preemptions"],
-        "completed": summary["requests"]["completed"], "failed": summary["requests"]["failed"],
-        "num_gpus": summary["num_gpus"], "duration_s": summary["duration_s"],
-    }
+    return flat_row(summary)
 
 
 def run_point(point: SweepPoint, trace_path: str, limit: int | None = None,

@@ -9,45 +9,17 @@ exit status is a choice (``gate``); the others are reported only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
+from dynosim.metrics.catalog import BY_KEY, VALIDATE_GATE, VALIDATED, Metric, get
 
-@dataclass(frozen=True)
-class Metric:
-    key: str
-    label: str
-    get: Callable[[dict], float]
-    absolute: bool = False  # compare by absolute difference (ratios), not relative error
-
-
-METRICS: tuple[Metric, ...] = (
-    Metric("ttft_p50", "TTFT p50 (ms)", lambda s: s["ttft_ms"]["p50"]),
-    Metric("ttft_p90", "TTFT p90 (ms)", lambda s: s["ttft_ms"]["p90"]),
-    Metric("ttft_p99", "TTFT p99 (ms)", lambda s: s["ttft_ms"]["p99"]),
-    Metric("ttft_mean", "TTFT mean (ms)", lambda s: s["ttft_ms"]["mean"]),
-    Metric("itl_mean", "ITL mean (ms)", lambda s: s["itl_ms"]["mean"]),
-    Metric("itl_p50", "ITL p50 (ms)", lambda s: s["itl_ms"]["p50"]),
-    Metric("e2e_mean", "E2E mean (ms)", lambda s: s["e2e_ms"]["mean"]),
-    Metric("e2e_p50", "E2E p50 (ms)", lambda s: s["e2e_ms"]["p50"]),
-    Metric("e2e_p99", "E2E p99 (ms)", lambda s: s["e2e_ms"]["p99"]),
-    Metric("output_tps", "output tokens/s", lambda s: s["throughput"]["output_tokens_per_s"]),
-    Metric("request_rate", "requests/s", lambda s: s["throughput"]["requests_per_s"]),
-    Metric("prefix_reuse", "prefix reuse ratio", lambda s: s["prefix_reuse_ratio"], absolute=True),
-)
-METRIC_KEYS = tuple(m.key for m in METRICS)
-DEFAULT_GATE = ("ttft_p50", "itl_mean", "output_tps", "prefix_reuse")
-
-
-def _get(metric: Metric, summary: dict) -> float:
-    try:
-        v = float(metric.get(summary))
-    except (KeyError, TypeError, ValueError):
-        return math.nan
-    return v
+# the metrics compared, in the table's order, and the ones gating the exit status by default: the metric
+# catalogue's (keys as in sweep rows; labels with units)
+METRICS: tuple[Metric, ...] = tuple(BY_KEY[k] for k in VALIDATED)
+METRIC_KEYS = VALIDATED
+DEFAULT_GATE = VALIDATE_GATE
 
 
 def compare(measured: dict, predicted: dict, *, tolerance: float = 0.10, reuse_tolerance: float = 0.02,
@@ -58,14 +30,14 @@ def compare(measured: dict, predicted: dict, *, tolerance: float = 0.10, reuse_t
         raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRIC_KEYS)}")
     rows = []
     for m in METRICS:
-        meas, pred = _get(m, measured), _get(m, predicted)
+        meas, pred = get(m.key, measured), get(m.key, predicted)
         tol = (tolerances or {}).get(m.key, reuse_tolerance if m.absolute else tolerance)
         if m.absolute:
             err = pred - meas
         else:
             err = (pred - meas) / meas if meas not in (0.0,) and math.isfinite(meas) else math.nan
         ok = math.isfinite(err) and abs(err) <= tol
-        rows.append({"metric": m.key, "label": m.label, "measured": meas, "predicted": pred,
+        rows.append({"metric": m.key, "label": m.axis_label, "measured": meas, "predicted": pred,
                      "error": err, "error_kind": "abs" if m.absolute else "rel", "tolerance": tol,
                      "gated": m.key in gate, "ok": bool(ok)})
     return pd.DataFrame(rows)
