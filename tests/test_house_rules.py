@@ -57,3 +57,10 @@ def test_router_settings_are_read_in_deploy_only():
     """Router construction from a RunConfig lives in deploy/routers.py, not copied in sim/ or validate/."""
     for path in list((PKG / "sim").rglob("*.py")) + list((PKG / "validate").rglob("*.py")):
         assert 'pop("policy_options")' not in path.read_text(), f"{path} builds a router's settings itself"
+
+
+def test_live_replay_imports_nothing_of_the_simulator():
+    """validate's live replay takes its frontends and routers from deploy/, never from sim/ (no simpy clock)."""
+    path = PKG / "validate" / "replay.py"
+    bad = {m for m in imported_modules(path) if m.startswith("dynosim.sim") or m.split(".")[0] == "simpy"}
+    assert not bad, f"{path.name} imports {sorted(bad)}"

@@ -10,102 +10,23 @@ output length, is routed by the decode router (cost = decode blocks only) to
 a decode worker, which allocates the prompt's KV without prefill time and
 decodes. So TTFT = prefill queue + prefill + transfer + decode queue + first
 decode pass. Prefix reuse is what the prefill side found cached.
+
+The frontend doing this (``DisaggFrontend``) and the routers live in ``dynosim.deploy``, shared with
+``validate``; this module wires them to mocker workers in virtual time.
 """
 
 from __future__ import annotations
-
-from typing import Sequence
 
 from dynosim.config import RunConfig
 from dynosim.deploy.routers import decode_router as make_decode_router, prefill_router as make_prefill_router
 from dynosim.disagg.transfer import LinkState
 from dynosim.engines.mocker.scheduler import VllmScheduler
 from dynosim.engines.mocker.timing import timing_for
-from dynosim.request import Request
 from dynosim.router.hashing import BlockHasher
-from dynosim.router.router import Router
-from dynosim.sim.clock import PRIO_ARRIVAL, Clock
-from dynosim.sim.frontend import Frontend
+from dynosim.sim.clock import Clock
+from dynosim.deploy.frontend import DisaggFrontend
 from dynosim.sim.worker import TokenGaps, Worker
 from dynosim.traces.mooncake import Trace
-
-
-class DisaggFrontend(Frontend):
-    def __init__(self, clock: Clock, trace: Trace, hasher: BlockHasher, prefill_router: Router,
-                 prefill_workers: Sequence[Worker], decode_router: Router, decode_workers: Sequence[Worker],
-                 kv_capacity_blocks: int, link: LinkState, concurrency: int | None = None):
-        super().__init__(clock, trace, hasher, prefill_router, prefill_workers, kv_capacity_blocks, concurrency)
-        self.decode_router = decode_router
-        self.decode_workers = decode_workers
-        self.link = link
-        self._pending: dict[int, tuple[Request, Request]] = {}   # rid -> (twin, original) until prefill is done
-        self._prefill_reuse: dict[int, tuple[int, int]] = {}      # rid -> prefill-side (reused, first_reused)
-        self.transfers_in_flight = 0                             # hand-offs started whose KV has not landed
-
-    def _route_new(self, req: Request, now: float) -> None:
-        twin = Request(req.rid, req.isl, 1, req.hash_ids, req.seq_hashes, now, session=req.session, turn=req.turn,
-                       line=req.line, priority=req.priority, hints=req.hints)
-        self._pending[req.rid] = (twin, req)
-        w = self.router.route(twin, now)
-        if w is not None:
-            self.workers[w].submit(twin)
-        else:
-            req.status = twin.status
-
-    # -- prefill workers ---------------------------------------------------------------
-    def on_prefill_first_token(self, twin: Request) -> None:
-        self._dispatch(self.router.on_first_token(twin, self.clock.now()))
-
-    def on_prefill_complete(self, twin: Request) -> None:
-        now = self.clock.now()
-        self._dispatch(self.router.on_complete(twin, now))
-        _, req = self._pending.pop(twin.rid)
-        req.routed = twin.routed
-        self._prefill_reuse[req.rid] = (twin.reused, twin.first_reused)
-        self._count_prefill(twin.isl, twin.reused)
-        req.status = "transferring"
-        self.transfers_in_flight += 1
-        self.clock.call_at(self.link.schedule(now, req.isl), lambda: self._to_decode(req), PRIO_ARRIVAL)
-
-    def on_prefill_failed(self, twin: Request) -> None:
-        now = self.clock.now()
-        self._dispatch(self.router.on_complete(twin, now))
-        _, req = self._pending.pop(twin.rid)
-        req.status = twin.status
-        self._next_turn(req, now)
-
-    def _dispatch(self, released: list[tuple[Request, int]]) -> None:
-        for twin, w in released:
-            twin.status = "pending"
-            self._pending[twin.rid][1].status = "pending"
-            self.workers[w].submit(twin)
-
-    # -- decode workers -------------------------------------------------------------------
-    def _to_decode(self, req: Request) -> None:
-        self.transfers_in_flight -= 1
-        req.status = "pending"
-        w = self.decode_router.route(req, self.clock.now())
-        if w is not None:
-            self.decode_workers[w].submit(req)
-
-    def _dispatch_decode(self, released: list[tuple[Request, int]]) -> None:
-        for req, w in released:
-            req.status = "pending"
-            self.decode_workers[w].submit(req)
-
-    def on_first_token(self, req: Request) -> None:
-        self._dispatch_decode(self.decode_router.on_first_token(req, self.clock.now()))
-
-    def on_complete(self, req: Request) -> None:
-        self._count_completion(req)
-        self._dispatch_decode(self.decode_router.on_complete(req, self.clock.now()))
-        req.reused, req.first_reused = self._prefill_reuse.pop(req.rid)
-        self._next_turn(req, req.last_token)
-
-    def on_failed(self, req: Request) -> None:
-        self._dispatch_decode(self.decode_router.on_complete(req, self.clock.now()))
-        self._prefill_reuse.pop(req.rid, None)
-        self._next_turn(req, self.clock.now())
 
 
 def build_disagg_cluster(trace: Trace, cfg: RunConfig, clock: Clock):

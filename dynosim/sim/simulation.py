@@ -20,7 +20,7 @@ from dynosim.router.hashing import BlockHasher
 from dynosim.router.router import Router
 from dynosim.clock import Clock
 from dynosim.sim.clock import SimClock
-from dynosim.sim.frontend import Frontend
+from dynosim.deploy.frontend import Frontend
 from dynosim.sim.worker import TokenGaps, Worker
 from dynosim.traces.mooncake import Trace
 

@@ -41,7 +41,7 @@ from dynosim.metrics.collector import requests_frame, summarize
 from dynosim.request import Request
 from dynosim.router.hashing import block_hashes_of_tokens
 from dynosim.router.router import Router
-from dynosim.sim.frontend import Frontend
+from dynosim.deploy.frontend import Frontend
 from dynosim.traces.mooncake import Trace
 
 
