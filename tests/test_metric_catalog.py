@@ -170,6 +170,15 @@ def test_labels_shown_by_plots_report_and_objectives_come_from_the_catalogue():
         assert o.column in SWEEP_ROW and o.label == label(o.column)
 
 
+def test_report_table_heads_and_decimals_come_from_the_catalogue():
+    from dynosim.metrics.catalog import head
+    from dynosim.report.html import BEST_FIGURES, POINT_TABLE
+
+    assert [(k, h, d) for k, h, d in POINT_TABLE] == [(k, head(k), BY_KEY[k].decimals) for k, _, _ in POINT_TABLE]
+    assert [h for _, h, _ in POINT_TABLE][:4] == ["tokens/s/GPU", "tokens/s/user", "TTFT p50 ms", "TTFT p90 ms"]
+    assert set(BEST_FIGURES) <= set(SWEEP_ROW)
+
+
 def test_unknown_key_names_the_valid_ones():
     with pytest.raises(KeyError, match="choose from"):
         label("ttft_p95")

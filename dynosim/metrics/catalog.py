@@ -32,7 +32,8 @@ class Metric:
     direction: Direction | None = None   # which way is better; None: not a judgement (num_gpus, duration_s)
     decimals: int = 3                # digits a table shows
     absolute: bool = False           # a ratio: compared by absolute difference, not relative error
-    short: str | None = None         # a shorter label where space is tight (a hover)
+    short: str | None = None         # a shorter label where space is tight (a hover, a table head)
+    head: str | None = None          # a table's column head, when not the short label and the unit
 
     @property
     def regress_default(self) -> bool:
@@ -45,6 +46,10 @@ class Metric:
     @property
     def axis_label(self) -> str:
         return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    @property
+    def column_head(self) -> str:
+        return self.head or f"{self.short or self.label} {self.unit}".strip()
 
     def value(self, summary: dict) -> Any:
         """The figure in ``summary`` (KeyError when the summary lacks it)."""
@@ -60,7 +65,7 @@ CATALOG: tuple[Metric, ...] = (
        short="tokens/s/GPU"),
     _M("output_tps", ("throughput", "output_tokens_per_s"), "output tokens/s", "", "higher", 1),
     _M("requests_per_s", ("throughput", "requests_per_s"), "requests/s", "", "higher", 3),
-    _M("tps_user_mean", ("tps_user", "mean"), "tokens/s/user (mean)", "", "higher", 1),
+    _M("tps_user_mean", ("tps_user", "mean"), "tokens/s/user (mean)", "", "higher", 1, head="tokens/s/user"),
     _M("tps_user_p50", ("tps_user", "p50"), "tokens/s/user (p50)", "", "higher", 1),
     _M("ttft_p50", ("ttft_ms", "p50"), "TTFT p50", "ms", "lower", 0),
     _M("ttft_p90", ("ttft_ms", "p90"), "TTFT p90", "ms", "lower", 0),
@@ -72,7 +77,7 @@ CATALOG: tuple[Metric, ...] = (
     _M("e2e_p50", ("e2e_ms", "p50"), "E2E p50", "ms", "lower", 0),
     _M("e2e_p90", ("e2e_ms", "p90"), "E2E p90", "ms", "lower", 0),
     _M("goodput_rps", ("goodput", "requests_per_s"), "goodput", "req/s", "higher", 3),
-    _M("slo_attainment", ("goodput", "attainment"), "SLO attainment", "", "higher", 3),
+    _M("slo_attainment", ("goodput", "attainment"), "SLO attainment", "", "higher", 3, head="SLO attained"),
     _M("prefix_reuse", ("prefix_reuse_ratio",), "prefix reuse ratio", "", "higher", 4, absolute=True),
     _M("preemptions", ("preemptions",), "preemptions", "", "lower", 0),
     _M("completed", ("requests", "completed"), "completed requests", "", "higher", 0),
@@ -115,6 +120,11 @@ def label(key: str, unit: bool = False) -> str:
     """How a person reads ``key`` (with its unit in parentheses when ``unit``)."""
     m = metric(key)
     return m.axis_label if unit else m.label
+
+
+def head(key: str) -> str:
+    """``key``'s column head in a compact table (``TTFT p90 ms``)."""
+    return metric(key).column_head
 
 
 def direction(key: str) -> Direction | None:

@@ -7,6 +7,10 @@ requests (Dynamo's "ITL" distribution). Throughputs divide totals by the span
 from the first arrival to the last token. Prefix reuse = prompt tokens served
 from the prefix cache (best admission; also reported at first admission) /
 prompt tokens, over completed requests.
+
+The summary is the one schema of simulated and measured runs; the figures compared across runs (a sweep
+row's columns, regress, validate) are named, located in it, labelled and given a direction in
+``dynosim.metrics.catalog``.
 """
 
 from __future__ import annotations

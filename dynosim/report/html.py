@@ -18,8 +18,12 @@ from pathlib import Path
 import pandas as pd
 
 from dynosim import __version__
+from dynosim.metrics.catalog import BY_KEY
+from dynosim.metrics.catalog import head as column_head
 from dynosim.report.data import ReportError, RunFolder, SweepFolder, folder_kind, load_folder
 
+# the figures shown of a recommended point (best, runner-up), in the metric catalogue's heads and decimals
+BEST_FIGURES = ("output_tps_per_gpu", "tps_user_mean", "ttft_p90", "itl_mean", "e2e_p90", "goodput_rps")
 MAX_TABLE_ROWS = 500      # rows of the points / replica tables before the rest is elided
 
 
@@ -113,8 +117,7 @@ def _point_cells(p: dict | None) -> list:
         pm = f" ± {num(c, nd)}" if c is not None and isinstance(c, (int, float)) and c > 0 else ""
         return num(v, nd) + pm
 
-    return [p.get("config", "?"), str(p.get("num_gpus", "-")), f("output_tps_per_gpu", 1), f("tps_user_mean", 1),
-            f("ttft_p90", 0), f("itl_mean", 2), f("e2e_p90", 0), f("goodput_rps", 3)]
+    return [p.get("config", "?"), str(p.get("num_gpus", "-")), *(f(k, BY_KEY[k].decimals) for k in BEST_FIGURES)]
 
 
 def _missed_text(entry: dict) -> str:
@@ -171,8 +174,7 @@ def recommendation_body(rec: dict) -> str:
     if rec.get("gpu_budget") is not None:
         facts.append(("GPU budget", str(rec["gpu_budget"])))
     out.append(table([], [[k, v] for k, v in facts], cls="facts"))
-    heads = ["", "config", "GPUs", "tokens/s/GPU", "tokens/s/user", "TTFT p90 ms", "ITL mean ms", "E2E p90 ms",
-             "goodput req/s"]
+    heads = ["", "config", "GPUs", *(column_head(k) for k in BEST_FIGURES)]
     for lv in rec.get("loads") or []:
         kind, load = lv.get("load_kind", "rate"), lv.get("load")
         label = load_label(kind, float(load), lv.get("rate_rps")) if load is not None else "?"
@@ -210,10 +212,10 @@ def recommendation_body(rec: dict) -> str:
     return "".join(out)
 
 
-POINT_TABLE = (("output_tps_per_gpu", "tokens/s/GPU", 1), ("tps_user_mean", "tokens/s/user", 1),
-               ("ttft_p50", "TTFT p50 ms", 0), ("ttft_p90", "TTFT p90 ms", 0), ("itl_mean", "ITL mean ms", 2),
-               ("itl_p90", "ITL p90 ms", 2), ("e2e_p90", "E2E p90 ms", 0), ("goodput_rps", "goodput req/s", 3),
-               ("slo_attainment", "SLO attained", 3))
+# the points table's figures: (column, head, decimals), from the metric catalogue
+POINT_TABLE = tuple((k, column_head(k), BY_KEY[k].decimals)
+                    for k in ("output_tps_per_gpu", "tps_user_mean", "ttft_p50", "ttft_p90", "itl_mean", "itl_p90",
+                              "e2e_p90", "goodput_rps", "slo_attainment"))
 
 
 def points_table(points: pd.DataFrame, meets) -> str:
