@@ -10,7 +10,7 @@ from typing import Callable
 import pandas as pd
 
 from dynosim.config import RunConfig
-from dynosim.deploy.routers import aggregated_router
+from dynosim.deploy.assembly import WorkerSignals, build_deployment
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.scheduler import VllmScheduler
 from dynosim.engines.mocker.timing import TimingModel, timing_for
@@ -61,51 +61,64 @@ class Cluster:
     pools: list[PoolHandle] = field(default_factory=list)
 
 
+def mocker_worker_factory(cfg: RunConfig, clock: Clock, gaps: TokenGaps):
+    """``deploy.WorkerFactory`` of the simulator: mocker workers in ``clock``'s time, one timing model per pool.
+
+    Returns ``(factory, engines, timings)``, the last two per pool name. ``Worker`` and ``VllmScheduler``
+    are looked up when a worker starts (tests swap them)."""
+    engines = cfg.pool_engines()
+    timings = {pool: timing_for(args) for pool, args in engines.items()}
+    ff = cfg.fast_forward
+
+    def make(pool: str, wid: int, signals: WorkerSignals) -> Worker:
+        args, timing = engines[pool], timings[pool]
+        kv = signals.on_kv_events
+        if pool == "workers":
+            w = Worker(wid, clock, None, gaps, signals.on_first_token, signals.on_complete, on_failed=signals.on_failed,
+                       fast_forward=ff, on_kv_events=kv, admit_interval_ms=args.admit_interval_ms,
+                       client_latency_ms=args.client_latency_ms)
+            w.sched = VllmScheduler(args, timing, sink=w.record_kv_event if kv is not None else None,
+                                    spec_seed=args.mtp_seed + wid)
+        elif pool == "prefill":
+            w = Worker(wid, clock, None, gaps, signals.on_first_token, signals.on_complete, on_failed=signals.on_failed,
+                       fast_forward=ff, on_kv_events=kv, admit_interval_ms=args.admit_interval_ms)
+            w.sched = VllmScheduler(args, timing, sink=w.record_kv_event if kv is not None else None, role="prefill")
+        else:
+            w = Worker(wid, clock, None, gaps, signals.on_first_token, signals.on_complete, on_failed=signals.on_failed,
+                       fast_forward=ff, client_latency_ms=args.client_latency_ms)
+            w.sched = VllmScheduler(args, timing, role="decode", spec_seed=args.mtp_seed + wid)
+        return w
+
+    return make, engines, timings
+
+
+def mocker_metrics(engines: dict[str, MockerArgs]):
+    """What a routing policy reads of a mocker worker: KV usage and requests waiting, from its scheduler."""
+    def for_pool(pool: str, workers: list[Worker]):
+        blocks = engines[pool].num_gpu_blocks
+
+        def worker_metrics(wid: int) -> tuple[float, int]:
+            sched = workers[wid].sched
+            return sched.kv.num_active / blocks, len(sched.waiting)
+        return worker_metrics
+    return for_pool
+
+
 def build_cluster(trace: Trace, cfg: RunConfig, clock: Clock) -> Cluster:
-    """Wire frontend → router → mocker workers on ``clock`` (virtual or wall time)."""
+    """Wire ``cfg``'s deployment (``deploy.build_deployment``) with mocker workers on ``clock`` (virtual or wall
+    time): frontend → router → workers, or frontend → prefill router → prefill → link → decode router → decode."""
     if trace.trace_block_size != cfg.trace_block_size:
         raise ValueError(f"trace was loaded with trace_block_size={trace.trace_block_size}, "
                          f"config says {cfg.trace_block_size}")
-    timing = timing_for(cfg.engine)
-    workers: list[Worker] = []
-
-    def worker_metrics(wid: int) -> tuple[float, int]:
-        sched = workers[wid].sched
-        return sched.kv.num_active / cfg.engine.num_gpu_blocks, len(sched.waiting)
-
-    router = aggregated_router(cfg, worker_metrics)
-    hasher = BlockHasher(cfg.engine.block_size, cfg.trace_block_size)
     gaps = TokenGaps()
-    frontend_ref: list[Frontend] = []
-
-    def first_token(req: Request) -> None:
-        frontend_ref[0].on_first_token(req)
-
-    def complete(req: Request) -> None:
-        frontend_ref[0].on_complete(req)
-
-    def failed(req: Request) -> None:
-        frontend_ref[0].on_failed(req)
-
-    def kv_events(wid: int, events: list) -> None:
-        for kind, hashes, parent in events:
-            router.on_kv_event(wid, kind, hashes, parent)
-
-    def new_worker(wid: int) -> Worker:
-        worker = Worker(wid, clock, None, gaps, first_token, complete, on_failed=failed,
-                        fast_forward=cfg.fast_forward, on_kv_events=kv_events if router.wants_kv_events else None,
-                        admit_interval_ms=cfg.engine.admit_interval_ms,
-                        client_latency_ms=cfg.engine.client_latency_ms)
-        worker.sched = VllmScheduler(cfg.engine, timing,
-                                     sink=worker.record_kv_event if router.wants_kv_events else None,
-                                     spec_seed=cfg.engine.mtp_seed + wid)
-        return worker
-
-    workers.extend(new_worker(wid) for wid in range(cfg.workers))
-    frontend = Frontend(clock, trace, hasher, router, workers, cfg.engine.num_gpu_blocks, cfg.concurrency)
-    frontend_ref.append(frontend)
-    pool = PoolHandle("workers", "aggregated", router, workers, new_worker, cfg.engine, timing)
-    return Cluster(frontend, router, workers, gaps, [pool])
+    make, engines, timings = mocker_worker_factory(cfg, clock, gaps)
+    bs = engines["prefill" if cfg.disagg is not None else "workers"].block_size
+    dep = build_deployment(cfg, clock, trace, BlockHasher(bs, cfg.trace_block_size), make,
+                           worker_metrics=mocker_metrics(engines), frontend_cls=Frontend if cfg.disagg is None else None)
+    pools = [PoolHandle(p.name, p.role, p.router, p.workers, p.new_worker, engines[p.name], timings[p.name])
+             for p in dep.pools]
+    workers = pools[0].workers if cfg.disagg is None else dep.workers
+    return Cluster(dep.frontend, dep.router, workers, gaps, pools)
 
 
 def simulate(trace: Trace, cfg: RunConfig, *, timeline_points: int = 0, record_passes: bool = False) -> SimState:
@@ -117,12 +130,7 @@ def simulate(trace: Trace, cfg: RunConfig, *, timeline_points: int = 0, record_p
     """
     t0 = time.perf_counter()
     clock = SimClock()
-    if cfg.disagg is not None:
-        from dynosim.sim.disagg import build_disagg_cluster
-
-        cluster = build_disagg_cluster(trace, cfg, clock)
-    else:
-        cluster = build_cluster(trace, cfg, clock)
+    cluster = build_cluster(trace, cfg, clock)
     driver = None
     if cfg.planner is not None:
         from dynosim.sim.scaling import PlannerDriver
