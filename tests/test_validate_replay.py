@@ -861,3 +861,38 @@ def test_cli_validate_attach_disaggregated_and_a_hand_off_that_never_works(tmp_p
     assert f"run aborted: the KV hand-off from prefill {prefill} to decode {decode} failed 3 times" in text
     assert "live: 0 completed, 0 failed, 8 not sent" in text and "INCOMPLETE: requests lost" in text
     assert json.loads((tmp_path / "bad" / "comparison.json").read_text())["exit_code"] == 3
+
+
+def test_disaggregated_replay_routes_decode_with_the_simulators_decode_router(tmp_path, monkeypatch):
+    """Live decode is chosen by deploy.routers.decode_router, the very function the simulator builds its
+    decode router with: every hand-off is routed by it, then told of its first token and completion."""
+    import dynosim.deploy.routers as routers
+    from dynosim.validate import replay as replay_mod
+
+    assert replay_mod.decode_router is routers.decode_router
+    assert replay_mod.prefill_router is routers.prefill_router
+    built, calls = [], []
+    orig = routers.decode_router
+
+    def spy(cfg, *a, **kw):
+        r = orig(cfg, *a, **kw)
+        built.append((cfg, r))
+        for name in ("route", "on_first_token", "on_complete"):
+            fn = getattr(r, name)
+            setattr(r, name, lambda req, now, fn=fn, name=name: (calls.append((name, req.rid)), fn(req, now))[1])
+        return r
+    monkeypatch.setattr(replay_mod, "decode_router", spy)
+    rows = small_rows(8)
+    trace = load_rows(tmp_path, rows, tbs=TBS)
+    run, _, _ = asyncio.run(_replay_pd(trace, config("kv"), 3))
+    s = assert_accounted(run, len(rows))
+    assert s["requests"]["completed"] == len(rows)
+    (cfg, router), = built
+    # the deployment it was built from is the simulator's: the live pools' sizes, the run's router settings
+    assert (cfg.disagg.prefill_workers, cfg.disagg.decode_workers) == (2, 3) and cfg.router_mode == "kv"
+    assert router.workers == [0, 1, 2] and not router.wants_kv_events
+    for rid in range(len(rows)):
+        assert [n for n, r in calls if r == rid] == ["route", "on_first_token", "on_complete"]
+    assert set(run.frame()["decode_worker"]) <= {0, 1, 2}
+    # nothing is left on the decode router once every request is done
+    assert all(v == 0 for v in router.load.prefill_tokens)

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from dynosim.clock import WallClock
-from dynosim.config import RunConfig
-from dynosim.deploy.routers import aggregated_router
+from dynosim.config import DisaggConfig, RunConfig
+from dynosim.deploy.routers import aggregated_router, decode_router, prefill_router
 from dynosim.engines.live.client import CompletionResult, LiveClient
 from dynosim.engines.live.metrics import MetricsError, delta, scrape
 from dynosim.engines.live.prompts import prompt_token_ids
@@ -229,8 +229,28 @@ class LiveReplay:
         self.warmup: dict = {}
 
     # -- wiring ---------------------------------------------------------------------
+    def deployment_config(self) -> RunConfig:
+        """The deployment as the simulator sees it: ``cfg``, with its prefill and decode pools sized to the
+        endpoints when there is a decode pool (``cfg.disagg``, or a plain one when the config has none)."""
+        if not self.decode_urls:
+            return self.cfg
+        d = self.cfg.disagg if self.cfg.disagg is not None else DisaggConfig()
+        d = d.model_copy(update={"prefill_workers": len(self.urls), "decode_workers": len(self.decode_urls)})
+        return RunConfig(**{**self.cfg.model_dump(), "disagg": d.model_dump()})
+
     def _router(self) -> Router:
-        return aggregated_router(self.cfg, lambda w: self._worker_state[w])
+        """The router new requests meet: the aggregated one, or (with a decode pool) the simulator's prefill router."""
+        metrics = lambda w: self._worker_state[w]  # noqa: E731
+        if not self.decode_urls:
+            return aggregated_router(self.cfg, metrics)
+        return prefill_router(self.deployment_config(), metrics)
+
+    def _decode_router_of(self) -> Router | None:
+        """With a decode pool: the simulator's decode router (``deploy.routers.decode_router``), same code, same
+        settings: round robin when the deployment routes round robin, else decode blocks only."""
+        if not self.decode_urls:
+            return None
+        return decode_router(self.deployment_config())
 
     def _launch(self, worker: LiveWorker, req: Request) -> None:
         if self._aborted is not None:
@@ -292,24 +312,39 @@ class LiveReplay:
 
     async def _serve_disaggregated(self, worker: LiveWorker, req: Request, prompt: list[int],
                                    on_token: Callable[[float, int], None]) -> CompletionResult:
-        """Prefill on the routed worker, hand the KV off (NIXL), decode on the least busy decode worker.
+        """Prefill on the routed worker, hand the KV off (NIXL), decode where the simulator's decode router says.
 
-        The decode pool is chosen by fewest requests in flight (ties: lowest id);
-        Dynamo's decode router likewise ignores prefix overlap there.
+        The decode worker is chosen by the very router the prediction uses (``deploy.routers.decode_router``:
+        round robin for a round-robin deployment, else the ``kv`` policy on decode blocks only), told of the
+        request's first token and completion as in the simulator, so both worlds run one deployment.
         """
         pre = await worker.client.prefill_handoff(prompt, request_id=f"dynosim-{req.rid}-prefill")
         self._prefill_results[req.rid] = pre
         if not pre.ok:
             return pre
-        d = min(range(len(self.decode_urls)), key=lambda i: (self._decode_inflight[i], i))
+        router = self.decode_router
+        # the decode router sees its own copy of the request (the prefill router tracks the original until it
+        # completes); it never queues (no threshold), so it always names a worker
+        dreq = Request(req.rid, req.isl, req.osl, req.hash_ids, req.seq_hashes, req.arrival, session=req.session,
+                       turn=req.turn, line=req.line, priority=req.priority, hints=req.hints)
+        d = router.route(dreq, self.clock.now())
         self._decode_worker[req.rid] = d
         self._decode_inflight[d] += 1
+        first = True
+
+        def on_decode_token(t_ms: float, n: int) -> None:
+            nonlocal first
+            if first:
+                first = False
+                router.on_first_token(dreq, self.clock.now())
+            on_token(t_ms, n)
         try:
             res = await self._decode_clients[d].complete(
-                prompt, req.osl, request_id=f"dynosim-{req.rid}", on_token=on_token,
+                prompt, req.osl, request_id=f"dynosim-{req.rid}", on_token=on_decode_token,
                 extra_body={"kv_transfer_params": pre.kv_transfer_params})
         finally:
             self._decode_inflight[d] -= 1
+            router.on_complete(dreq, self.clock.now())
         res.cached_tokens = pre.cached_tokens  # prefix hits happen where the prompt is computed
         return res
 
@@ -439,6 +474,7 @@ class LiveReplay:
     async def run(self) -> LiveRun:
         self.clock = WallClock(1.0)
         self.router = self._router()
+        self.decode_router = self._decode_router_of()
         self.hasher.prepare(self.trace)
         self._abort_event = asyncio.Event()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:

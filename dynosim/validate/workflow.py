@@ -291,14 +291,16 @@ def validate(trace: Trace, cfg: RunConfig, opts: ValidateOptions,
     if opts.launch and not opts.model:
         raise ValueError("--launch needs --model (a local model directory or name the engine can load)")
     opts.out.mkdir(parents=True, exist_ok=True)
-    live = asyncio.run(_live(trace, cfg, opts, say))
+    # one description of the deployment for both worlds: the live replay routes with it (prefill and the
+    # simulator's decode router when there is a decode pool) and the simulator predicts it
+    sim_cfg = prediction_config(cfg, opts)
+    live = asyncio.run(_live(trace, sim_cfg, opts, say))
     measured = live.summary()
     mdf = live.frame()
     _write_side(opts.out / "measured", mdf, measured)   # kept even if the simulation is interrupted
     say(f"live run: {measured['requests']['completed']} completed, {measured['requests']['failed']} failed, "
         f"{measured['requests']['not_sent']} not sent, {live.wall_s:.1f} s"
         + (f"; ABORTED: {live.aborted.splitlines()[0]}" if live.aborted else ""))
-    sim_cfg = prediction_config(cfg, opts)
     if sim_cfg.disagg is not None:
         d = sim_cfg.disagg
         engines = sim_cfg.pool_engines()
