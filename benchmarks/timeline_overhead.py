@@ -9,14 +9,18 @@ CPU seconds (CPU time is steadier on a shared machine) and the overhead. Also ch
 runs print the same summary JSON apart from wall-clock fields. Then, in this process, the
 timeline's own work: CPU time inside its samples and the frame build as a share of the
 simulation's CPU time (steady even when other jobs load the machine and blur the medians).
+``--instructions`` instead counts the instructions of one run each way under valgrind's
+callgrind with a fixed hash seed and one BLAS thread (deterministic, whatever the load; about ten
+minutes).
 
-    .venv/bin/python benchmarks/timeline_overhead.py [--repeat 7]
+    .venv/bin/python benchmarks/timeline_overhead.py [--repeat 7] [--instructions]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -50,7 +54,10 @@ def once(args: list[str], points: int) -> tuple[float, float, dict]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--instructions", action="store_true", help="count instructions under callgrind instead")
     a = ap.parse_args()
+    if a.instructions:
+        return instructions()
     worst = 0.0
     for name, args in CASES.items():
         walls: dict[int, list[float]] = {0: [], 300: []}
@@ -76,6 +83,37 @@ def main() -> int:
     direct = max(direct_cost(name, args) for name, args in CASES.items())
     print(f"worst direct cost {100 * direct:.2f}% (target < 5%): {'PASS' if direct < 0.05 else 'MISS'}")
     return 0 if worst < 0.05 and direct < 0.05 else 1
+
+
+def instructions() -> int:
+    """Instructions of one ``dynosim run`` each way, under callgrind (both runs at once)."""
+    import re
+    import shutil
+    import tempfile
+
+    if shutil.which("valgrind") is None:
+        print("valgrind not found: SKIPPED")
+        return 0
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        # fixed hash seed, no BLAS threads spinning, bytecode caches written first: what is left is the work
+        env = {**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"}
+        for name, args in CASES.items():
+            once(args, 300)
+            procs = {points: subprocess.Popen(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.{points}", sys.executable, "-m",
+                 "dynosim.cli", "run", "--trace", TRACE, *args, "--timeline-points", str(points), "--json"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                env=env) for points in (0, 300)}
+            refs = {}
+            for points, p in procs.items():
+                err = p.communicate()[1]
+                refs[points] = int(re.search(r"I\s+refs:\s+([\d,]+)", err).group(1).replace(",", ""))
+            extra = refs[300] / refs[0] - 1
+            worst = max(worst, extra)
+            print(f"{name}: {refs[0]:,} instructions without, {refs[300]:,} with the timeline ({100 * extra:+.2f}%)")
+    print(f"worst instruction overhead {100 * worst:+.2f}% (target < 5%): {'PASS' if worst < 0.05 else 'MISS'}")
+    return 0 if worst < 0.05 else 1
 
 
 def direct_cost(name: str, args: list[str]) -> float:
