@@ -138,9 +138,9 @@ class FakeOpenAIServer:
 
     async def stop(self) -> None:
         self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        runner, self._runner = self._runner, None     # two stops at once (a test's kill and its teardown):
+        if runner is not None:                       # only the first cleans up
+            await runner.cleanup()
 
     async def __aenter__(self) -> FakeOpenAIServer:
         return await self.start()
