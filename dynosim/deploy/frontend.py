@@ -20,11 +20,11 @@ deployment through ``on_prefill_*``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from dynosim.clock import PRIO_ARRIVAL, Clock
 from dynosim.disagg.transfer import LinkState
+from dynosim.planner.planner import Traffic
 from dynosim.request import Request
 from dynosim.router.router import Router
 from dynosim.traces.mooncake import Session, Trace
@@ -44,17 +44,7 @@ class Hasher(Protocol):
     def sequence_hashes(self, hash_ids, input_length: int) -> list[int]: ...
 
 
-@dataclass
-class TrafficCounters:
-    """Running totals the planner differences per interval (what a live frontend's metrics count)."""
-
-    arrived: int = 0
-    arrived_isl: int = 0
-    completed: int = 0
-    completed_osl: int = 0
-    prefilled: int = 0
-    prefilled_isl: int = 0
-    prefilled_reused: int = 0
+TrafficCounters = Traffic    # the running totals a frontend counts (a live frontend's metrics)
 
 
 class Frontend:

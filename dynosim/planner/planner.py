@@ -57,9 +57,10 @@ class IntervalStats:
     kv_hit_rate: float
 
 
-@dataclass(frozen=True)
+@dataclass
 class Traffic:
-    """The frontend's running totals since the start (the planner differences them per interval)."""
+    """The frontend's running totals since the start (the planner differences them per interval). The frontend
+    counts into one; each tick's observation carries a copy of it."""
 
     arrived: int = 0
     arrived_isl: int = 0

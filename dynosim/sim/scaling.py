@@ -15,11 +15,13 @@ cache. Every change is a row of the replica timeline.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 
 from dynosim.config import RunConfig
 from dynosim.planner.load import EngineLoad
-from dynosim.planner.planner import LOAD, THROUGHPUT, Observation, Planner, PoolSpec, PoolState, Traffic
+from dynosim.planner.planner import LOAD, THROUGHPUT, Observation, Planner, PoolSpec, PoolState
 from dynosim.sim.capacity import MockerCapacity
 from dynosim.sim.clock import PRIO_ARRIVAL, Clock
 from dynosim.sim.worker import Worker
@@ -244,8 +246,7 @@ class PlannerDriver:
 
     def _observe(self, kind: str) -> tuple[Observation, dict[str, PoolState]]:
         c = self.cluster.frontend.counters
-        traffic = Traffic(c.arrived, c.arrived_isl, c.completed, c.completed_osl, c.prefilled, c.prefilled_isl,
-                          c.prefilled_reused)
+        traffic = dataclasses.replace(c)            # a copy: the frontend keeps counting into ``c``
         return (Observation(self.clock.now(), kind, traffic),
                 {p.name: p.observe(with_loads=kind == LOAD) for p in self.pools})
 
