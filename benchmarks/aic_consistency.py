@@ -421,34 +421,9 @@ def explain(mode: str, row: dict, dyn: dict, obs: dict, ai: dict, miss_tps: bool
     return out
 
 
-def _guard_closed_loop() -> None:
-    """Work around a closed-loop bug in ``dynosim/sim/frontend.py`` (not this file's to fix): when several
-    sessions end at the same instant near the end of the trace, each schedules ``_open_next_session`` while
-    sessions remain, and the surplus ones index past the list (IndexError). Guarded here: an open with
-    nothing left to open does nothing, which is what the closed loop means."""
-    from dynosim.sim.frontend import Frontend
-
-    if getattr(Frontend._open_next_session, "_guarded", False):
-        return
-    orig = Frontend._open_next_session
-
-    def guarded(self):
-        if self._next_session < len(self._sessions):
-            orig(self)
-        else:
-            guarded.skipped += 1
-
-    guarded._guarded = True
-    guarded.skipped = 0
-    Frontend._open_next_session = guarded
-
-
 def part2(args) -> bool:
     import dynosim
     from dynosim.config import RunConfig
-    from dynosim.sim.frontend import Frontend
-
-    _guard_closed_loop()
 
     print(f"\n== Part 2: steady state vs AIConfigurator {AIC_VERSION} (ISL {args.isl}, OSL {args.osl}, "
           f"{args.total_gpus} GPUs, SLA TTFT {args.ttft:g} ms, TPOT {args.tpot:g} ms; target tokens/s/GPU and TPOT "
@@ -522,10 +497,6 @@ def part2(args) -> bool:
                     print(f"   reason: {r}")
                 ok_all &= ok_tps and ok_tpot
                 break  # the best configuration dynosim can run
-    skipped = Frontend._open_next_session.skipped
-    if skipped:
-        print(f"\nnote: {skipped} surplus closed-loop session opens skipped (frontend bug worked around here: "
-              "dynosim/sim/frontend.py _next_turn schedules one open per ending session without reserving it)")
     print(f"\npart 2: {verdict(ok_all)} (every chosen configuration within {STEADY_TARGET:.0%} on tokens/s/GPU and "
           "TPOT)")
     return ok_all

@@ -8,6 +8,23 @@ hot path touches one object and the metrics read the same fields afterwards.
 from __future__ import annotations
 
 import math
+from enum import StrEnum
+
+
+class RequestStatus(StrEnum):
+    """Where a request is in its life. A ``StrEnum``: frames and CSVs hold the plain value."""
+
+    PENDING = "pending"            # created, or released by the router's queue, not yet on an engine
+    QUEUED = "queued"              # held in the router's queue (every worker over the busy threshold)
+    WAITING = "waiting"            # on an engine, not admitted (or preempted back to waiting)
+    RUNNING = "running"            # admitted: holds KV blocks, runs in passes
+    TRANSFERRING = "transferring"  # disaggregated: prefill done, KV on its way to decode
+    DONE = "done"                  # every output token delivered
+    FAILED = "failed"              # ended without its output; ``Request.failure`` says why
+
+    @property
+    def ended(self) -> bool:
+        return self is RequestStatus.DONE or self is RequestStatus.FAILED
 
 
 class Request:
@@ -18,7 +35,7 @@ class Request:
         "arrival", "routed", "first_token", "last_token", "worker", "router_overlap", "router_score",
         # engine progress
         "computed", "generated", "blocks", "partial", "reused", "first_reused", "admitted", "preemptions",
-        "status",
+        "status", "failure",
     )
 
     def __init__(self, rid: int, isl: int, osl: int, hash_ids: tuple[int, ...], seq_hashes: list[int],
@@ -49,7 +66,13 @@ class Request:
         self.first_reused = 0   # the same at first admission
         self.admitted = False
         self.preemptions = 0
-        self.status = "pending"
+        self.status = RequestStatus.PENDING
+        self.failure: str | None = None   # why it failed (FAILED only), one line for people
+
+    def fail(self, reason: str) -> None:
+        """End this request as failed, saying why."""
+        self.status = RequestStatus.FAILED
+        self.failure = reason
 
     @property
     def seq_len(self) -> int:

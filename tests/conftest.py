@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,29 +186,6 @@ def load_rows(directory: Path, rows: list[dict], tbs: int = 128, name: str = "tr
     from dynosim.traces.mooncake import load_trace
 
     return load_trace(write_trace(Path(directory) / name, rows), trace_block_size=tbs)
-
-
-@contextmanager
-def sim_hooks(on_pass=None, scheduler_cls=None, frontend_cls=None):
-    """Patch the simulator's wiring: a per-pass hook on every Worker, a scheduler or frontend subclass."""
-    import pytest
-
-    from dynosim.sim import simulation
-    from dynosim.sim.worker import Worker
-
-    with pytest.MonkeyPatch.context() as mp:
-        if on_pass is not None:
-            class HookedWorker(Worker):
-                def __init__(self, *args, **kwargs):
-                    kwargs["on_pass"] = on_pass
-                    super().__init__(*args, **kwargs)
-
-            mp.setattr(simulation, "Worker", HookedWorker)
-        if scheduler_cls is not None:
-            mp.setattr(simulation, "VllmScheduler", scheduler_cls)
-        if frontend_cls is not None:
-            mp.setattr(simulation, "Frontend", frontend_cls)
-        yield
 
 
 def request_key(r: Request) -> tuple:

@@ -16,7 +16,7 @@ from dynosim.metrics.collector import REQUEST_COLUMNS
 from dynosim.traces.mooncake import load_trace
 
 COLUMNS = [
-    "request_id", "session_id", "turn", "line", "worker", "status", "arrival_ms", "first_token_ms",
+    "request_id", "session_id", "turn", "line", "worker", "status", "failure", "arrival_ms", "first_token_ms",
     "last_token_ms", "input_tokens", "output_tokens", "reused_tokens", "first_reused_tokens", "ttft_ms", "e2e_ms",
     "itl_ms", "tps_user", "preemptions",
 ]
@@ -52,7 +52,7 @@ def test_run_returns_documented_frame_and_summary(result):
     assert list(df.columns) == COLUMNS == REQUEST_COLUMNS
     assert len(df) == 13 and df["request_id"].tolist() == list(range(13))
     done = df[df["status"] == "done"]
-    failed = df[df["status"].str.startswith("failed")]
+    failed = df[df["status"] == "failed"]
     assert len(done) == 12 and len(failed) == 1
     assert failed["worker"].tolist() == [-1] and math.isnan(failed["ttft_ms"].iloc[0])
     assert set(done["worker"]) == {0, 1}
@@ -96,6 +96,7 @@ def test_save_writes_files_that_round_trip(result, tmp_path):
     pd.testing.assert_frame_equal(pq, result.requests)
     csv = pd.read_csv(out / "requests.csv", keep_default_na=False, na_values=[""])
     assert list(csv.columns) == COLUMNS
+    csv["failure"] = csv["failure"].fillna("")   # an empty cell reads back as missing
     pd.testing.assert_frame_equal(csv, result.requests, check_dtype=False, check_exact=False, rtol=1e-12)
 
 

@@ -9,7 +9,8 @@ import pytest
 from dynosim.config import DisaggConfig, RunConfig
 from dynosim.disagg.transfer import TransferConfig
 from dynosim.engines.mocker.config import MockerArgs
-from dynosim.sim.simulation import simulate, summarize_state
+from dynosim.deploy.frontend import DisaggFrontend
+from dynosim.sim.simulation import Parts, simulate, summarize_state
 from dynosim.traces.mooncake import load_trace
 
 
@@ -93,22 +94,19 @@ def test_sessions_chain_through_the_decode_pool_and_results_are_deterministic(tm
 def test_request_too_big_for_the_engine_fails_up_front(tmp_path):
     rows = [{"timestamp": 0, "input_length": 6400, "output_length": 2, "hash_ids": list(range(100))}]
     st = simulate(_trace(tmp_path, rows), _cfg(num_gpu_blocks=64))
-    assert st.requests[0].status.startswith("failed")
+    assert st.requests[0].status == "failed" and st.requests[0].failure
 
 
-def test_prefill_worker_releases_the_prompt_before_the_hand_off(tmp_path, monkeypatch):
-    from dynosim.sim import disagg
-
+def test_prefill_worker_releases_the_prompt_before_the_hand_off(tmp_path):
     seen = []
-    orig = disagg.DisaggFrontend._to_decode
 
-    def probe(self, req):
-        seen.append([w.sched.kv.num_active for w in self.workers])   # prefill workers at hand-off time
-        orig(self, req)
+    class Probe(DisaggFrontend):
+        def _to_decode(self, req):
+            seen.append([w.sched.kv.num_active for w in self.workers])   # prefill workers at hand-off time
+            super()._to_decode(req)
 
-    monkeypatch.setattr(disagg.DisaggFrontend, "_to_decode", probe)
     rows = [{"timestamp": 0, "input_length": 640, "output_length": 40, "hash_ids": list(range(10))}]
-    st = simulate(_trace(tmp_path, rows), _cfg(latency=1.0))
+    st = simulate(_trace(tmp_path, rows), _cfg(latency=1.0), parts=Parts(frontend=Probe))
     assert seen == [[0]] and st.requests[0].status == "done"
 
 
@@ -157,7 +155,7 @@ def test_invariants_hold_in_disaggregated_runs(tmp_path_factory, sc, p, d, mode,
             assert r.generated == r.osl and r.arrival <= r.routed <= r.first_token <= r.last_token
             assert 0 <= r.worker < d and 0 <= r.reused <= r.isl
         else:
-            assert r.status.startswith("failed: ") and r.generated < r.osl, r.status
+            assert r.status == "failed" and r.failure and r.generated < r.osl, (r.status, r.failure)
     for w in st_.workers:                                      # every block released, conservation holds
         assert not w.sched.running and not w.sched.waiting
         assert w.sched.kv.active == {} and w.sched.kv.n_partial == 0

@@ -19,12 +19,11 @@ from conftest import (
     poly_prefill,
     router_modes,
     scenarios,
-    sim_hooks,
 )
 from dynosim.config import RunConfig
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.scheduler import VllmScheduler
-from dynosim.sim.simulation import simulate
+from dynosim.sim.simulation import Parts, simulate
 
 TBS = 128
 
@@ -130,8 +129,7 @@ def test_regression_stretch_end_time_is_exact(tmp_path):
 
 def pass_ends(trace) -> list[float]:
     ends: list[float] = []
-    with sim_hooks(on_pass=lambda w, end, res: ends.append(end)):
-        simulate(trace, RunConfig(trace_block_size=TBS, fast_forward=False))
+    simulate(trace, RunConfig(trace_block_size=TBS, fast_forward=False), parts=Parts(on_pass=lambda w, end, res: ends.append(end)))
     return ends
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,26 @@ def test_live_replay_imports_nothing_of_the_simulator():
     path = PKG / "validate" / "replay.py"
     bad = {m for m in imported_modules(path) if m.startswith("dynosim.sim") or m.split(".")[0] == "simpy"}
     assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def loaded_after(*modules: str) -> set[str]:
+    """Every module a fresh interpreter holds after importing ``modules`` (indirect imports included)."""
+    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + "print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_shared_parts_load_no_simulator_even_indirectly():
+    """What both worlds share (and the live replay) never pulls in simpy or the simulator, not even through
+    ``dynosim/__init__``."""
+    loaded = loaded_after("dynosim.request", "dynosim.router.router", "dynosim.planner.planner",
+                          "dynosim.deploy.assembly", "dynosim.metrics.catalog", "dynosim.validate.replay")
+    bad = sorted(m for m in loaded if m == "simpy" or m.startswith(("simpy.", "dynosim.sim")))
+    assert not bad, f"importing the shared parts loads {bad}"
+
+
+def test_simulator_loads_no_live_code_even_indirectly():
+    loaded = loaded_after("dynosim", "dynosim.api", "dynosim.sim.simulation", "dynosim.sim.scaling")
+    assert "dynosim.api" in loaded
+    bad = sorted(m for m in loaded if m.startswith(("dynosim.validate", "dynosim.engines.live", "aiohttp")))
+    assert not bad, f"the simulator loads {bad}"

@@ -20,13 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dynosim
-from conftest import load_rows, router_modes, scenarios, sim_hooks, write_trace
+from conftest import load_rows, router_modes, scenarios, write_trace
 from dynosim.config import RunConfig
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.kv_cache import KvCache
 from dynosim.engines.mocker.scheduler import VllmScheduler
-from dynosim.sim.frontend import Frontend
-from dynosim.sim.simulation import simulate
+from dynosim.deploy.frontend import Frontend
+from dynosim.sim.simulation import Parts, simulate
 
 TBS = 128
 
@@ -140,8 +140,7 @@ def run_checked(trace, cfg):
     CheckedScheduler.instances.clear()
     CountingFrontend.completions = Counter()
     CountingFrontend.failures = Counter()
-    with sim_hooks(on_pass=check_pass, scheduler_cls=CheckedScheduler, frontend_cls=CountingFrontend):
-        state = simulate(trace, cfg)
+    state = simulate(trace, cfg, parts=Parts(on_pass=check_pass, scheduler=CheckedScheduler, frontend=CountingFrontend))
     assert len(CheckedScheduler.instances) == cfg.workers
     return state
 
@@ -157,7 +156,7 @@ def check_final(state, trace):
             assert comp[r.rid] == 1 and fail[r.rid] == 0
             assert r.generated == r.osl
         else:
-            assert r.status.startswith("failed: ") and len(r.status) > len("failed: ") + 5, r.status
+            assert r.status == "failed" and len(r.failure) > 5, (r.status, r.failure)
             assert comp[r.rid] == 0 and fail[r.rid] == (1 if r.worker >= 0 else 0)
             if not r.admitted:  # rejected up front (a request can only fail later if it can never run again)
                 assert math.isnan(r.first_token) and r.generated == 0
@@ -209,8 +208,7 @@ def test_end_state_invariants_with_fast_forward(tmp_path_factory, sc, workers):
     CheckedScheduler.instances.clear()
     CountingFrontend.completions = Counter()
     CountingFrontend.failures = Counter()
-    with sim_hooks(scheduler_cls=CheckedScheduler, frontend_cls=CountingFrontend):
-        state = simulate(trace, cfg)
+    state = simulate(trace, cfg, parts=Parts(scheduler=CheckedScheduler, frontend=CountingFrontend))
     check_final(state, trace)
 
 
@@ -227,9 +225,8 @@ def test_the_checks_catch_a_leaked_block(tmp_path):
             {"timestamp": 0, "input_length": 100, "output_length": 30, "hash_ids": [3]}]
     trace = load_rows(tmp_path, rows)
     cfg = RunConfig(trace_block_size=TBS, fast_forward=False, engine=MockerArgs(block_size=16, num_gpu_blocks=64))
-    with sim_hooks(on_pass=check_pass, scheduler_cls=Leaky):
-        with pytest.raises(AssertionError):
-            simulate(trace, cfg)
+    with pytest.raises(AssertionError):
+        simulate(trace, cfg, parts=Parts(on_pass=check_pass, scheduler=Leaky))
 
 
 def test_zero_duration_output_recompute_pass_does_not_stall(tmp_path):
@@ -241,8 +238,7 @@ def test_zero_duration_output_recompute_pass_does_not_stall(tmp_path):
     zero = []
     cfg = RunConfig(trace_block_size=TBS, fast_forward=False,
                     engine=MockerArgs(block_size=16, num_gpu_blocks=20, max_num_seqs=4, max_num_batched_tokens=64))
-    with sim_hooks(on_pass=lambda w, end, res: zero.append(res) if res.duration_ms == 0 else None):
-        state = simulate(trace, cfg)
+    state = simulate(trace, cfg, parts=Parts(on_pass=lambda w, end, res: zero.append(res) if res.duration_ms == 0 else None))
     a, b = state.requests
     assert a.status == b.status == "done" and b.generated == 150
     assert b.preemptions == 1 and b.reused == 32
@@ -261,11 +257,10 @@ def test_up_front_rejection_is_exact(tmp_path):
     cfg = RunConfig(trace_block_size=TBS, engine=MockerArgs(block_size=16, num_gpu_blocks=4, max_num_seqs=2,
                                                            max_num_batched_tokens=256))
     CountingFrontend.completions, CountingFrontend.failures = Counter(), Counter()
-    with sim_hooks(scheduler_cls=CheckedScheduler, frontend_cls=CountingFrontend):
-        state = simulate(trace, cfg)
+    state = simulate(trace, cfg, parts=Parts(scheduler=CheckedScheduler, frontend=CountingFrontend))
     ok, too_big = state.requests
     assert ok.status == "done" and ok.generated == 5
-    assert too_big.status == "failed: needs 5 KV blocks, engine holds 4" and too_big.worker == -1
+    assert too_big.status == "failed" and too_big.failure == "needs 5 KV blocks, engine holds 4" and too_big.worker == -1
     check_final(state, trace)
 
 

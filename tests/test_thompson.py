@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from dynosim.request import Request
+from dynosim.request import Request, RequestStatus
 from dynosim.router.active_load import ActiveLoad
 from dynosim.router.context import RoutingContext
 from dynosim.router.policies.thompson import (PARAM_DEFAULTS, ThompsonPolicy, iat_level, osl_level, parse_hints,
@@ -39,8 +39,12 @@ def route(policy, req, ctx):
     return w
 
 
-def finish(policy, req, now, tokens=50, status="done"):
-    req.generated, req.status = tokens, status
+def finish(policy, req, now, tokens=50, failure=None):
+    req.generated = tokens
+    if failure is None:
+        req.status = RequestStatus.DONE
+    else:
+        req.fail(failure)
     policy.on_complete(req, now)
 
 
@@ -293,7 +297,7 @@ def test_ema_baselines_hierarchy_and_model_updates():
     route(pol, e, mkctx(now=7000.0, workers=[2]))
     snapshot = (dict(pol.ema_bucket), dict(pol.ema_worker), dict(pol.ema_global))
     alpha, beta = pol.beta[2]
-    finish(pol, e, 9000.0, tokens=3, status="failed: preempted too often")
+    finish(pol, e, 9000.0, tokens=3, failure="preempted too often")
     assert pol.feedback_log[-1]["reward"] == 0.0 and not pol.feedback_log[-1]["success"]
     assert (pol.ema_bucket, pol.ema_worker, pol.ema_global) == snapshot
     assert pol.beta[2] == [alpha, beta + 1.0]

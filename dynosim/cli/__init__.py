@@ -3,6 +3,9 @@
 One module per group of commands (``run``, ``traces``, ``validate``, ``sweep``,
 ``hardware``, ``report``);
 importing this package registers them all on ``app``.
+
+May import: typer, rich and every other dynosim package (the CLI is the top of the import graph);
+nothing imports it but ``dynosim.cli.__main__``.
 """
 
 from __future__ import annotations

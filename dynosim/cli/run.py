@@ -36,10 +36,9 @@ def failed_requests(res: RunResult, allow: bool) -> None:
     bad = r["failed"] + r["unfinished"]
     if not bad:
         return
-    statuses = res.requests.loc[res.requests["status"] != "done", "status"]
-    kinds = statuses.str.split(":", n=1).str[0]
-    why = "; ".join(f"{len(g)} {kind}" + (f", e.g. {g.iloc[0].split(':', 1)[1].strip()}" if ":" in g.iloc[0] else "")
-                    for kind, g in statuses.groupby(kinds, sort=True))
+    rows = res.requests.loc[res.requests["status"] != "done", ["status", "failure"]]
+    why = "; ".join(f"{len(g)} {kind}" + (f", e.g. {g['failure'].iloc[0]}" if g["failure"].iloc[0] else "")
+                    for kind, g in rows.groupby("status", sort=True))
     err_console.print(f"[bold red]{bad} of {r['total']} requests did not complete[/] ({why}); the figures above "
                       "cover the completed ones only" + ("" if allow else "; exit 5 (--allow-failures: exit 0)"))
     if not allow:

@@ -25,7 +25,7 @@ from typing import Protocol, Sequence
 from dynosim.clock import PRIO_ARRIVAL, Clock
 from dynosim.disagg.transfer import LinkState
 from dynosim.planner.planner import Traffic
-from dynosim.request import Request
+from dynosim.request import Request, RequestStatus
 from dynosim.router.router import Router
 from dynosim.traces.mooncake import Session, Trace
 
@@ -113,7 +113,7 @@ class Frontend:
         # isl + osl - 1 tokens. Anything longer could never finish, so it fails up front.
         need = -(-(req.isl + req.osl - 1) // self.hasher.block_size)
         if need > self.capacity:
-            req.status = f"failed: needs {need} KV blocks, engine holds {self.capacity}"
+            req.fail(f"needs {need} KV blocks, engine holds {self.capacity}")
             self._next_turn(req, now)
             return
         self._route_new(req, now)
@@ -125,7 +125,7 @@ class Frontend:
 
     def _dispatch(self, released: list[tuple[Request, int]]) -> None:
         for req, w in released:
-            req.status = "pending"
+            req.status = RequestStatus.PENDING
             self.workers[w].submit(req)
 
     # -- engine signals -----------------------------------------------------------
@@ -184,7 +184,7 @@ class DisaggFrontend(Frontend):
         if w is not None:
             self.workers[w].submit(twin)
         else:
-            req.status = twin.status
+            req.status, req.failure = twin.status, twin.failure
 
     # -- prefill workers ---------------------------------------------------------------
     def on_prefill_first_token(self, twin: Request) -> None:
@@ -197,7 +197,7 @@ class DisaggFrontend(Frontend):
         req.routed = twin.routed
         self._prefill_reuse[req.rid] = (twin.reused, twin.first_reused)
         self._count_prefill(twin.isl, twin.reused)
-        req.status = "transferring"
+        req.status = RequestStatus.TRANSFERRING
         self.transfers_in_flight += 1
         self.clock.call_at(self.link.schedule(now, req.isl), lambda: self._to_decode(req), PRIO_ARRIVAL)
 
@@ -205,26 +205,26 @@ class DisaggFrontend(Frontend):
         now = self.clock.now()
         self._dispatch(self.router.on_complete(twin, now))
         _, req = self._pending.pop(twin.rid)
-        req.status = twin.status
+        req.status, req.failure = twin.status, twin.failure
         self._next_turn(req, now)
 
     def _dispatch(self, released: list[tuple[Request, int]]) -> None:
         for twin, w in released:
-            twin.status = "pending"
-            self._pending[twin.rid][1].status = "pending"
+            twin.status = RequestStatus.PENDING
+            self._pending[twin.rid][1].status = RequestStatus.PENDING
             self.workers[w].submit(twin)
 
     # -- decode workers -------------------------------------------------------------------
     def _to_decode(self, req: Request) -> None:
         self.transfers_in_flight -= 1
-        req.status = "pending"
+        req.status = RequestStatus.PENDING
         w = self.decode_router.route(req, self.clock.now())
         if w is not None:
             self.decode_workers[w].submit(req)
 
     def _dispatch_decode(self, released: list[tuple[Request, int]]) -> None:
         for req, w in released:
-            req.status = "pending"
+            req.status = RequestStatus.PENDING
             self.decode_workers[w].submit(req)
 
     def on_first_token(self, req: Request) -> None:

@@ -22,7 +22,7 @@ from dynosim.metrics.stats import distribution
 from dynosim.request import Request
 
 REQUEST_COLUMNS = [
-    "request_id", "session_id", "turn", "line", "worker", "status", "arrival_ms", "first_token_ms",
+    "request_id", "session_id", "turn", "line", "worker", "status", "failure", "arrival_ms", "first_token_ms",
     "last_token_ms", "input_tokens", "output_tokens", "reused_tokens", "first_reused_tokens", "ttft_ms", "e2e_ms", "itl_ms",
     "tps_user", "preemptions",
 ]
@@ -45,7 +45,8 @@ def requests_frame(requests: list[Request]) -> pd.DataFrame:
         "turn": np.fromiter((r.turn for r in requests), np.int64, n),
         "line": np.fromiter((r.line for r in requests), np.int64, n),
         "worker": np.fromiter((r.worker for r in requests), np.int64, n),
-        "status": pd.Series([r.status for r in requests], dtype="str"),  # str-typed even when empty
+        "status": pd.Series([r.status.value for r in requests], dtype="str"),  # str-typed even when empty
+        "failure": pd.Series([r.failure or "" for r in requests], dtype="str"),
         "arrival_ms": arrival,
         "first_token_ms": first,
         "last_token_ms": last,
@@ -68,7 +69,7 @@ def summarize(df: pd.DataFrame, gap_values, gap_counts, num_gpus: int, *, gpu_se
     (per-GPU throughput is then time-weighted); the SLOs give goodput (requests meeting every given objective
     per second)."""
     done = df[df["status"] == "done"]
-    failed = df[df["status"].str.startswith("failed")]
+    failed = df[df["status"] == "failed"]
     start = float(df["arrival_ms"].min()) if len(df) else 0.0
     end = float(done["last_token_ms"].max()) if len(done) else start
     span_s = max(end - start, 0.0) / 1000.0

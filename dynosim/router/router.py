@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Callable, Sequence
 
-from dynosim.request import Request
+from dynosim.request import Request, RequestStatus
 from dynosim.router.active_load import ActiveLoad
 from dynosim.router.context import RoutingContext
 from dynosim.router.indexer import ApproxIndexer, KvIndexer
@@ -81,7 +81,7 @@ class Router:
                 best = max(self._context(now).overlap(req), default=0)
                 uncached = max(0, req.isl - best * self.block_size)
             self.queue.push(req, now, uncached)
-            req.status = "queued"
+            req.status = RequestStatus.QUEUED
             return None
         return self._assign(req, now)
 

@@ -20,6 +20,7 @@ import dataclasses
 import pandas as pd
 
 from dynosim.config import RunConfig
+from dynosim.deploy.assembly import Pool
 from dynosim.planner.load import EngineLoad
 from dynosim.planner.planner import LOAD, THROUGHPUT, Observation, Planner, PoolSpec, PoolState
 from dynosim.sim.capacity import MockerCapacity
@@ -50,8 +51,10 @@ def engine_load(worker: Worker) -> EngineLoad:
 class ScaledPool:
     """A pool's worker slots and their states; applies replica targets on the clock."""
 
-    def __init__(self, handle, clock: Clock, startup_ms: float, record, retired: list[Worker]):
+    def __init__(self, handle: Pool, gpus_per_worker: int, clock: Clock, startup_ms: float, record,
+                 retired: list[Worker]):
         self.h = handle
+        self.gpus_per_worker = gpus_per_worker
         self.clock = clock
         self.startup_ms = startup_ms
         self.record = record
@@ -80,7 +83,7 @@ class ScaledPool:
     @property
     def gpus(self) -> int:
         busy = sum(1 for s in self.state if s != OFF)
-        return busy * self.h.args.gpus_per_worker
+        return busy * self.gpus_per_worker
 
     def loads(self) -> list[EngineLoad]:
         return [engine_load(self.h.workers[w]) for w in self.ready_order]
@@ -174,11 +177,13 @@ class PlannerDriver:
         self.retired: list[Worker] = []
         self.rows: list[tuple] = []
         self.targets: dict[str, int] = {}
-        specs = {h.name: PoolSpec(h.role, MockerCapacity(h.args, h.timing)) for h in cluster.pools}
+        specs = {h.name: PoolSpec(h.role, MockerCapacity(cluster.engines[h.name], cluster.timings[h.name]))
+                 for h in cluster.pools}
         self.planner = Planner(self.pcfg, cfg.slo, specs)
         self.planner.check_deployment({h.name: len(h.workers) for h in cluster.pools})
         startup = self.pcfg.startup_time_s * 1000.0
-        self.pools = [ScaledPool(h, clock, startup, self._record, self.retired) for h in cluster.pools]
+        self.pools = [ScaledPool(h, cluster.engines[h.name].gpus_per_worker, clock, startup, self._record, self.retired)
+                      for h in cluster.pools]
         self._t0: float | None = None
 
     # -- timeline -----------------------------------------------------------------------
@@ -215,7 +220,7 @@ class PlannerDriver:
                              "peak_ready": int(rows["ready"].max()),
                              "peak_held": int((rows["starting"] + rows["ready"] + rows["draining"]).max()),
                              "scale_ups": p.ups, "scale_downs": p.downs,
-                             "gpus_per_worker": p.h.args.gpus_per_worker}
+                             "gpus_per_worker": p.gpus_per_worker}
         return {"config": self.pcfg.model_dump(), "pools": pools,
                 "throughput_decisions": sum(d.kind == "throughput" for d in self.planner.decisions),
                 "peak_gpus": self._peak_gpus()}

@@ -10,7 +10,7 @@ from typing import Callable
 import pandas as pd
 
 from dynosim.config import RunConfig
-from dynosim.deploy.assembly import WorkerSignals, build_deployment
+from dynosim.deploy.assembly import Deployment, Pool, WorkerSignals, build_deployment
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.scheduler import VllmScheduler
 from dynosim.engines.mocker.timing import TimingModel, timing_for
@@ -38,56 +38,62 @@ class SimState:
 
 
 @dataclass
-class PoolHandle:
-    """One pool of a wired deployment: what scaling needs to add, route to and retire its workers."""
-
-    name: str                       # "workers" (aggregated), "prefill" or "decode"
-    role: str                       # "aggregated", "prefill" or "decode"
-    router: Router
-    workers: list[Worker]           # every slot ever started, indexed by worker id (the frontend's list)
-    new_worker: Callable[[int], Worker]
-    args: MockerArgs
-    timing: TimingModel
-
-
-@dataclass
 class Cluster:
-    """A wired deployment on some clock: frontend, router, workers."""
+    """A deployment wired with mocker workers, plus what the simulator keeps of its engines: the token gaps
+    they record and, per pool name, their engine args and timing model (the planner's capacity view)."""
 
-    frontend: Frontend
-    router: Router
-    workers: list[Worker]
+    deployment: Deployment
     gaps: TokenGaps
-    pools: list[PoolHandle] = field(default_factory=list)
+    engines: dict[str, MockerArgs]
+    timings: dict[str, TimingModel]
+
+    @property
+    def frontend(self) -> Frontend:
+        return self.deployment.frontend
+
+    @property
+    def router(self) -> Router:
+        return self.deployment.router
+
+    @property
+    def pools(self) -> list[Pool]:
+        return self.deployment.pools
+
+    @property
+    def workers(self) -> list[Worker]:
+        """Every worker slot started at build time, pool after pool."""
+        return self.deployment.workers
 
 
-def mocker_worker_factory(cfg: RunConfig, clock: Clock, gaps: TokenGaps):
+@dataclass(frozen=True)
+class Parts:
+    """The classes a simulation is built from; tests pass subclasses (a checked scheduler, a counting
+    frontend) or a per-pass hook instead of patching modules."""
+
+    worker: type[Worker] = Worker
+    scheduler: type[VllmScheduler] = VllmScheduler
+    frontend: type[Frontend] | None = None        # None: Frontend, or DisaggFrontend for a disaggregated config
+    on_pass: Callable[[Worker, float, object], None] | None = None
+
+
+def mocker_worker_factory(cfg: RunConfig, clock: Clock, gaps: TokenGaps, parts: Parts = Parts()):
     """``deploy.WorkerFactory`` of the simulator: mocker workers in ``clock``'s time, one timing model per pool.
 
-    Returns ``(factory, engines, timings)``, the last two per pool name. ``Worker`` and ``VllmScheduler``
-    are looked up when a worker starts (tests swap them)."""
+    Returns ``(factory, engines, timings)``, the last two per pool name."""
     engines = cfg.pool_engines()
     timings = {pool: timing_for(args) for pool, args in engines.items()}
-    ff = cfg.fast_forward
+    role = {"workers": "aggregated", "prefill": "prefill", "decode": "decode"}
 
     def make(pool: str, wid: int, signals: WorkerSignals) -> Worker:
         args, timing = engines[pool], timings[pool]
-        kv = signals.on_kv_events
-        if pool == "workers":
-            w = Worker(wid, clock, None, gaps, signals.on_first_token, signals.on_complete, on_failed=signals.on_failed,
-                       fast_forward=ff, on_kv_events=kv, admit_interval_ms=args.admit_interval_ms,
-                       client_latency_ms=args.client_latency_ms)
-            w.sched = VllmScheduler(args, timing, sink=w.record_kv_event if kv is not None else None,
-                                    spec_seed=args.mtp_seed + wid)
-        elif pool == "prefill":
-            w = Worker(wid, clock, None, gaps, signals.on_first_token, signals.on_complete, on_failed=signals.on_failed,
-                       fast_forward=ff, on_kv_events=kv, admit_interval_ms=args.admit_interval_ms)
-            w.sched = VllmScheduler(args, timing, sink=w.record_kv_event if kv is not None else None, role="prefill")
-        else:
-            w = Worker(wid, clock, None, gaps, signals.on_first_token, signals.on_complete, on_failed=signals.on_failed,
-                       fast_forward=ff, client_latency_ms=args.client_latency_ms)
-            w.sched = VllmScheduler(args, timing, role="decode", spec_seed=args.mtp_seed + wid)
-        return w
+
+        def make_scheduler(sink):
+            return parts.scheduler(args, timing, sink=sink, role=role[pool], spec_seed=args.mtp_seed + wid)
+        return parts.worker(wid, clock, make_scheduler, gaps, signals.on_first_token, signals.on_complete,
+                            on_failed=signals.on_failed, fast_forward=cfg.fast_forward,
+                            on_kv_events=signals.on_kv_events, on_pass=parts.on_pass,
+                            admit_interval_ms=args.admit_interval_ms if pool != "decode" else 0.0,
+                            client_latency_ms=args.client_latency_ms if pool != "prefill" else 0.0)
 
     return make, engines, timings
 
@@ -104,25 +110,23 @@ def mocker_metrics(engines: dict[str, MockerArgs]):
     return for_pool
 
 
-def build_cluster(trace: Trace, cfg: RunConfig, clock: Clock) -> Cluster:
+def build_cluster(trace: Trace, cfg: RunConfig, clock: Clock, parts: Parts = Parts()) -> Cluster:
     """Wire ``cfg``'s deployment (``deploy.build_deployment``) with mocker workers on ``clock`` (virtual or wall
     time): frontend → router → workers, or frontend → prefill router → prefill → link → decode router → decode."""
     if trace.trace_block_size != cfg.trace_block_size:
         raise ValueError(f"trace was loaded with trace_block_size={trace.trace_block_size}, "
                          f"config says {cfg.trace_block_size}")
     gaps = TokenGaps()
-    make, engines, timings = mocker_worker_factory(cfg, clock, gaps)
+    make, engines, timings = mocker_worker_factory(cfg, clock, gaps, parts)
     bs = engines["prefill" if cfg.disagg is not None else "workers"].block_size
     dep = build_deployment(cfg, clock, trace, BlockHasher(bs, cfg.trace_block_size), make,
-                           worker_metrics=mocker_metrics(engines), frontend_cls=Frontend if cfg.disagg is None else None)
-    pools = [PoolHandle(p.name, p.role, p.router, p.workers, p.new_worker, engines[p.name], timings[p.name])
-             for p in dep.pools]
-    workers = pools[0].workers if cfg.disagg is None else dep.workers
-    return Cluster(dep.frontend, dep.router, workers, gaps, pools)
+                           worker_metrics=mocker_metrics(engines), frontend_cls=parts.frontend)
+    return Cluster(dep, gaps, engines, timings)
 
 
-def simulate(trace: Trace, cfg: RunConfig, *, timeline_points: int = 0, record_passes: bool = False) -> SimState:
-    """Replay ``trace`` through ``cfg``'s deployment in virtual time.
+def simulate(trace: Trace, cfg: RunConfig, *, timeline_points: int = 0, record_passes: bool = False,
+             parts: Parts = Parts()) -> SimState:
+    """Replay ``trace`` through ``cfg``'s deployment in virtual time, built from ``parts``.
 
     ``timeline_points`` > 0 samples the pools about that many times (``extra["timeline"]``, a
     ``TimelineSampler``); ``record_passes`` logs every pass per worker slot (``extra["passes"]``,
@@ -130,7 +134,7 @@ def simulate(trace: Trace, cfg: RunConfig, *, timeline_points: int = 0, record_p
     """
     t0 = time.perf_counter()
     clock = SimClock()
-    cluster = build_cluster(trace, cfg, clock)
+    cluster = build_cluster(trace, cfg, clock, parts)
     driver = None
     if cfg.planner is not None:
         from dynosim.sim.scaling import PlannerDriver

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from dynosim.engines.mocker.kv_cache import EventSink
 from dynosim.engines.mocker.scheduler import PassResult, VllmScheduler
 from dynosim.metrics.token_gaps import TokenGaps
 from dynosim.request import Request
@@ -21,8 +22,14 @@ from dynosim.sim.clock import PRIO_ARRIVAL, PRIO_COMPLETION, PRIO_PASS_START, Cl
 
 
 class Worker:
-    def __init__(self, wid: int, clock: Clock, scheduler: VllmScheduler | None, gaps: TokenGaps,
-                 on_first_token: Callable[[Request], None], on_complete: Callable[[Request], None],
+    """One engine slot: runs its scheduler's passes in ``clock``'s time and reports tokens to its frontend.
+
+    ``make_scheduler(kv_sink)`` builds the engine's scheduler; the worker passes it the sink that buffers
+    KV events until the pass that produced them ends (``None`` when nobody listens to this worker's events).
+    """
+
+    def __init__(self, wid: int, clock: Clock, make_scheduler: Callable[[EventSink | None], VllmScheduler],
+                 gaps: TokenGaps, on_first_token: Callable[[Request], None], on_complete: Callable[[Request], None],
                  on_failed: Callable[[Request], None] | None = None,
                  fast_forward: bool = True,
                  on_kv_events: Callable[[int, list[tuple[str, list[int], int | None]]], None] | None = None,
@@ -34,7 +41,6 @@ class Worker:
         self.lat = client_latency_ms
         self._next_admit = -math.inf
         self.clock = clock
-        self.sched = scheduler
         self.gaps = gaps
         self.on_first_token = on_first_token
         self.on_complete = on_complete
@@ -44,6 +50,7 @@ class Worker:
         # KV events of the running pass; published to the router when the pass ends
         self.kv_events: list[tuple[str, list[int], int | None]] = []
         self.on_kv_events = on_kv_events
+        self.sched = make_scheduler(self.record_kv_event if on_kv_events is not None else None)
         self._busy = False
         self._start_pending = False
         self._gen = 0

@@ -42,7 +42,7 @@ import numpy as np
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.kv_cache import EventSink, KvCache
 from dynosim.engines.mocker.timing import TimingModel, timing_for
-from dynosim.request import Request
+from dynosim.request import Request, RequestStatus
 
 _OUTPUT_BLOCK_TAG = 1 << 63
 
@@ -104,7 +104,7 @@ class VllmScheduler:
 
     # -- queue --------------------------------------------------------------
     def add(self, req: Request) -> None:
-        req.status = "waiting"
+        req.status = RequestStatus.WAITING
         self.waiting.append(req)
 
     @property
@@ -167,7 +167,7 @@ class VllmScheduler:
         self._free(victim)
         victim.computed = 0
         victim.preemptions += 1
-        victim.status = "waiting"
+        victim.status = RequestStatus.WAITING
         self.waiting.appendleft(victim)
         self.num_preemptions += 1
 
@@ -234,7 +234,7 @@ class VllmScheduler:
                 need_blocks = -(-seq_len // bs)
                 if need_blocks > capacity and not req.admitted:
                     waiting.popleft()
-                    req.status = f"failed: needs {need_blocks} KV blocks, engine holds {capacity}"
+                    req.fail(f"needs {need_blocks} KV blocks, engine holds {capacity}")
                     failed.append(req)
                     continue
                 cached = 0
@@ -258,9 +258,9 @@ class VllmScheduler:
                     if not running:
                         # Even a whole idle pass cannot take this prompt: it would block the queue forever.
                         waiting.popleft()
-                        req.status = (f"failed: prompt needs {req.isl - prompt_before} tokens in one pass, "
-                                      f"max_num_batched_tokens is {self.args.max_num_batched_tokens} "
-                                      "(chunked prefill disabled)")
+                        req.fail(f"prompt needs {req.isl - prompt_before} tokens in one pass, "
+                                 f"max_num_batched_tokens is {self.args.max_num_batched_tokens} "
+                                 "(chunked prefill disabled)")
                         failed.append(req)
                         continue
                     break
@@ -275,7 +275,7 @@ class VllmScheduler:
                     req.first_reused = min(cached, req.isl)
                 if cached > req.reused:
                     req.reused = min(cached, req.isl)
-                req.status = "running"
+                req.status = RequestStatus.RUNNING
                 running.append(req)
                 prompt_now = min(target, req.isl) - prompt_before
                 if prompt_now > 0:
@@ -337,7 +337,7 @@ class VllmScheduler:
                 self.running = [r for r in self.running if id(r) not in done]
                 for req in completed:
                     self._free(req)
-                    req.status = "done"
+                    req.status = RequestStatus.DONE
         if self._pass_overhead_ms and prefill_ms and decode_ms:
             decode_ms -= min(self._pass_overhead_ms, prefill_ms, decode_ms)
         result.duration_ms = prefill_ms + decode_ms

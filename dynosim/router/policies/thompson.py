@@ -47,7 +47,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dynosim.request import Request
+from dynosim.request import Request, RequestStatus
 from dynosim.router.context import RoutingContext, engine_metrics
 
 LEVELS = ("LOW", "MEDIUM", "HIGH")
@@ -502,7 +502,7 @@ class ThompsonPolicy:
         routed = req.routed if math.isfinite(req.routed) else rec.start
         latency = max(0.0, now - routed)
         tokens_out = int(req.generated)
-        success = not str(req.status).startswith("failed")
+        success = req.status is not RequestStatus.FAILED
         per_tok = tokens_out > 0
         metric = latency / tokens_out if per_tok else latency
         base = self.baseline(rec.wid, rec.osl, rec.prefill_bin, per_tok, metric)
