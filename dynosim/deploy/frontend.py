@@ -119,14 +119,10 @@ class Frontend:
         self._route_new(req, now)
 
     def _route_new(self, req: Request, now: float) -> None:
-        w = self.router.route(req, now)
-        if w is not None:
-            self.workers[w].submit(req)
+        _route(self.router, self.workers, req, now)
 
     def _dispatch(self, released: list[tuple[Request, int]]) -> None:
-        for req, w in released:
-            req.status = RequestStatus.PENDING
-            self.workers[w].submit(req)
+        _submit_released(released, self.workers)
 
     # -- engine signals -----------------------------------------------------------
     def _count_prefill(self, isl: int, reused: int) -> None:
@@ -218,14 +214,10 @@ class DisaggFrontend(Frontend):
     def _to_decode(self, req: Request) -> None:
         self.transfers_in_flight -= 1
         req.status = RequestStatus.PENDING
-        w = self.decode_router.route(req, self.clock.now())
-        if w is not None:
-            self.decode_workers[w].submit(req)
+        _route(self.decode_router, self.decode_workers, req, self.clock.now())
 
     def _dispatch_decode(self, released: list[tuple[Request, int]]) -> None:
-        for req, w in released:
-            req.status = RequestStatus.PENDING
-            self.decode_workers[w].submit(req)
+        _submit_released(released, self.decode_workers)
 
     def on_first_token(self, req: Request) -> None:
         self._dispatch_decode(self.decode_router.on_first_token(req, self.clock.now()))
@@ -240,6 +232,20 @@ class DisaggFrontend(Frontend):
         self._dispatch_decode(self.decode_router.on_complete(req, self.clock.now()))
         self._prefill_reuse.pop(req.rid, None)
         self._next_turn(req, self.clock.now())
+
+
+def _route(router: Router, workers: Sequence[Submits], req: Request, now: float) -> None:
+    """Route ``req`` and hand it to the chosen worker (the router may hold it in its queue instead)."""
+    w = router.route(req, now)
+    if w is not None:
+        workers[w].submit(req)
+
+
+def _submit_released(released: list[tuple[Request, int]], workers: Sequence[Submits]) -> None:
+    """Hand requests the router released from its queue to the workers it chose for them."""
+    for req, w in released:
+        req.status = RequestStatus.PENDING
+        workers[w].submit(req)
 
 
 def _priority(row) -> int:
