@@ -172,7 +172,7 @@ def test_labels_shown_by_plots_report_and_objectives_come_from_the_catalogue():
 
 def test_report_table_heads_and_decimals_come_from_the_catalogue():
     from dynosim.metrics.catalog import head
-    from dynosim.report.html import BEST_FIGURES, POINT_TABLE
+    from dynosim.report.sweep_page import BEST_FIGURES, POINT_TABLE
 
     assert [(k, h, d) for k, h, d in POINT_TABLE] == [(k, head(k), BY_KEY[k].decimals) for k, _, _ in POINT_TABLE]
     assert [h for _, h, _ in POINT_TABLE][:4] == ["tokens/s/GPU", "tokens/s/user", "TTFT p50 ms", "TTFT p90 ms"]
