@@ -73,7 +73,7 @@ def test_run_tables_fit_80_columns_with_every_number_whole(narrow):
 
 def test_long_goodput_label_wraps_and_its_value_stays_whole(narrow):
     """Three objectives make the label longer than the table: the label wraps, the figures do not."""
-    from dynosim.cli.run import totals_table
+    from dynosim.cli.run_tables import totals_table
 
     from dynosim.config import RunConfig
 
