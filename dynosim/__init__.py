@@ -7,6 +7,9 @@ summary dict and a per-request pandas frame.
 The public names load on first use, so code that only needs the shared parts
 (the live replay imports ``dynosim.request``, ``dynosim.router``, ``dynosim.deploy``)
 never loads the simulator or simpy.
+
+May import (lazily): ``dynosim.api``, ``dynosim.config``, ``dynosim.engines.mocker.config``. The
+package map and each package's own import rules are in README's Layout and the packages' docstrings.
 """
 
 from __future__ import annotations

@@ -89,3 +89,10 @@ def test_simulator_loads_no_live_code_even_indirectly():
     assert "dynosim.api" in loaded
     bad = sorted(m for m in loaded if m.startswith(("dynosim.validate", "dynosim.engines.live", "aiohttp")))
     assert not bad, f"the simulator loads {bad}"
+
+
+@pytest.mark.parametrize("path", sorted(PKG.rglob("__init__.py")), ids=lambda p: str(p.relative_to(PKG)))
+def test_every_package_says_what_it_owns_and_may_import(path):
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    assert len(doc) > 80, f"{path} has no package docstring saying what it owns"
+    assert "may import" in doc.lower(), f"{path}'s docstring does not say what the package may import"
