@@ -181,7 +181,7 @@ def test_a_stalled_stream_fails_after_the_idle_timeout_and_progress_is_printed(t
     (reason, n), = res.measured["failure_reasons"].items()
     assert n == 1 and "no data for 1.5 s mid-stream (idle timeout); 2 tokens in 2 chunks received" in reason
     mdf = pd.read_csv(tmp_path / "o" / "measured" / "requests.csv")
-    assert mdf["status"].str.contains("idle timeout").sum() == 1
+    assert mdf["failure"].str.contains("idle timeout").sum() == 1
     # while the stalled request was the only one left, the run said so instead of going quiet
     beats = [m for m in said if "in flight" in m]
     assert beats, said
@@ -297,4 +297,4 @@ def test_ctrl_c_during_validate_writes_what_was_measured(tmp_path):
     assert r["total"] == 30 and r["completed"] >= 1 and r["completed"] + r["failed"] + r["not_sent"] == 30
     mdf = pd.read_csv(out / "measured" / "requests.csv")
     assert (mdf["status"] == "done").sum() == r["completed"]
-    assert mdf["status"].str.contains("in flight when the run was aborted").sum() >= 1
+    assert mdf["failure"].str.contains("in flight when the run was aborted").sum() >= 1

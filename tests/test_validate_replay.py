@@ -35,7 +35,8 @@ from dynosim.engines.mocker.config import MockerArgs
 from dynosim.sim.simulation import simulate, summarize_state
 from dynosim.validate import workflow
 from dynosim.validate.compare import DEFAULT_GATE, METRIC_KEYS, compare, format_error, plot, verdict
-from dynosim.validate.replay import LiveReplay, LiveRun, measured_is_complete
+from dynosim.validate.live_run import LiveRun, measured_is_complete
+from dynosim.validate.replay import LiveReplay
 from dynosim.validate.workflow import ValidateOptions, validate
 from live.fake_server import FakeOpenAIServer, Script, fleet_of
 
@@ -300,7 +301,7 @@ def test_faults_are_failed_with_reasons_and_sessions_go_on(tmp_path):
     df = run.frame().set_index("request_id")
     for rid, mode in faults.items():
         r = by_rid[rid]
-        assert r.status.startswith("failed: ") and any(m in r.status for m in reasons[mode]), (mode, r.status)
+        assert r.status == "failed" and any(m in r.failure for m in reasons[mode]), (mode, r.failure)
         assert df.loc[rid, "error"] and df.loc[rid, "status"] == r.status
         assert r.turn == 0
         # the session proceeds: its next turn was sent after the failure, and completed
@@ -353,12 +354,12 @@ def test_dead_server_aborts_the_run_and_nothing_is_lost(tmp_path, how):
     s = assert_accounted(run, len(rows))
     assert s["aborted"] == run.aborted and not measured_is_complete(s)
     assert s["requests"]["not_sent"] > 0 and s["requests"]["failed"] > 0
-    inflight = [r for r in run.requests if "in flight when the run was aborted" in r.status]
-    assert inflight and all(r.status.startswith("failed: ") for r in inflight)
-    assert all(expect in r.status and "\n" not in r.status for r in inflight)
-    assert all(r.status == "done" or r.status.startswith("failed: ") for r in run.requests)
+    inflight = [r for r in run.requests if "in flight when the run was aborted" in (r.failure or "")]
+    assert inflight and all(r.status == "failed" and r.failure for r in inflight)
+    assert all(expect in r.failure and "\n" not in r.failure for r in inflight)
+    assert all(r.status.ended for r in run.requests)
     # it ended at the death, not at the end of the trace: rows were never sent (not_sent > 0 above)
-    assert s["requests"]["not_sent"] + sum(r.status.startswith("failed: not sent") for r in run.requests) > 0
+    assert s["requests"]["not_sent"] + sum(r.status == "failed" and r.failure.startswith("not sent") for r in run.requests) > 0
 
 
 def test_abort_fails_requests_launched_but_never_started_and_those_queued_in_the_router(tmp_path):
@@ -388,9 +389,9 @@ def test_abort_fails_requests_launched_but_never_started_and_those_queued_in_the
     assert run.aborted == "operator stop\nsecond line"
     s = assert_accounted(run, len(rows))
     assert s["requests"] == {"total": 7, "completed": 0, "failed": 6, "unfinished": 0, "not_sent": 1}
-    status = {r.rid: r.status for r in run.requests}
-    assert status[0] == status[1] == "failed: in flight when the run was aborted (operator stop)"
-    assert all(status[i] == "failed: not sent, run aborted (operator stop)" for i in (2, 3, 4, 5))
+    status = {r.rid: (r.status, r.failure) for r in run.requests}
+    assert status[0] == status[1] == ("failed", "in flight when the run was aborted (operator stop)")
+    assert all(status[i] == ("failed", "not sent, run aborted (operator stop)") for i in (2, 3, 4, 5))
     assert s["failure_reasons"] == {"not sent, run aborted (operator stop)": 4,
                                     "in flight when the run was aborted (operator stop)": 2}
     assert [x["request_id"] for x in srv.requests] == ["dynosim-0", "dynosim-1"]
@@ -477,7 +478,7 @@ def test_plot_writes_a_png(tmp_path):
     trace = load_rows(tmp_path, small_rows(), tbs=TBS)
     predicted, _ = summarize_state(simulate(trace, config("round-robin")))  # the frames validate plots
     measured = predicted.assign(error=None)
-    measured.loc[3, ["status", "ttft_ms", "itl_ms"]] = ["failed: HTTP 500", np.nan, np.nan]
+    measured.loc[3, ["status", "failure", "ttft_ms", "itl_ms"]] = ["failed", "HTTP 500", np.nan, np.nan]
     path = plot(table, measured, predicted.iloc[:0], tmp_path / "sub" / "cmp.png", title="t")
     assert path == tmp_path / "sub" / "cmp.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
@@ -580,7 +581,7 @@ def test_validate_exit_codes_out_of_tolerance_and_lost_requests(tmp_path, quick_
     doc = json.loads((tmp_path / "lost" / "comparison.json").read_text())
     assert doc["complete"] is False and doc["exit_code"] == 3
     mdf = pd.read_csv(tmp_path / "lost" / "measured" / "requests.csv")
-    assert mdf["status"].str.contains("HTTP 500").sum() == 2
+    assert (mdf["status"] == "failed").sum() == 2 and mdf["failure"].str.contains("HTTP 500").sum() == 2
 
 
 def test_validate_keeps_the_numbers_when_the_plot_fails(tmp_path, monkeypatch):
@@ -709,7 +710,7 @@ def test_cli_validate_asks_an_endpoint_for_its_model(tmp_path, quick_plot):
 def test_prompt_hasher_prepares_every_prompt_before_the_clock_starts(tmp_path):
     from dynosim.router.hashing import block_hashes_of_tokens
     from dynosim.traces.mooncake import load_trace
-    from dynosim.validate.replay import PromptHasher
+    from dynosim.validate.prompts import PromptHasher
 
     rows = [{"timestamp": 0, "input_length": 100, "output_length": 2, "hash_ids": [1, 2]},
             {"timestamp": 5, "input_length": 120, "output_length": 2, "hash_ids": [1, 2]},
@@ -724,12 +725,12 @@ def test_prompt_hasher_prepares_every_prompt_before_the_clock_starts(tmp_path):
     assert h.sequence_hashes((1, 2), 100) == h.sequence_hashes((1, 2), 120)[:3]   # shared full blocks
 
 
-def test_disaggregated_validate_predicts_with_prefill_and_decode_pools(tmp_path):
-    """A live run with a decode pool is predicted by the simulator's P/D model: the model directory gives the
-    KV shape (float32 on the CPU build), a deployment file's transfer settings win."""
-    from dynosim.config import DisaggConfig
-    from dynosim.disagg.transfer import TransferConfig
-    from dynosim.validate.workflow import ValidateOptions, model_kv_shape, prediction_config
+def test_disaggregated_pools_given_by_count_predict_the_models_hand_off(tmp_path):
+    """Pools given by their sizes alone (--prefill-workers/--decode-workers, or the endpoints) predict the
+    hand-off as the model directory's KV shape (float32 on the CPU build) over tcp."""
+    from dynosim.sim.simulation import simulate, summarize_state
+    from dynosim.traces.mooncake import load_trace
+    from dynosim.validate.workflow import live_disagg, model_kv_shape
 
     model = tmp_path / "m"
     model.mkdir()
@@ -740,26 +741,18 @@ def test_disaggregated_validate_predicts_with_prefill_and_decode_pools(tmp_path)
     assert shape.bytes_per_token == 2 * 2 * 4 * 32 * 4                 # layers × K,V × heads × dim × fp32
     assert model_kv_shape(str(model), "cuda").bytes_per_token == 2 * 2 * 4 * 32 * 2
     assert model_kv_shape("", "cpu") is None and model_kv_shape(str(tmp_path / "none"), "cpu") is None
-    cfg = RunConfig(workers=2, router_mode="kv")
-    assert prediction_config(cfg, ValidateOptions(out=tmp_path)) is cfg                  # aggregated: as is
-    pc = prediction_config(cfg, ValidateOptions(out=tmp_path, model=str(model), decode_workers=3))
-    assert (pc.disagg.prefill_workers, pc.disagg.decode_workers) == (2, 3) and pc.num_gpus == 5
-    assert pc.disagg.transfer.model == shape and pc.disagg.transfer.link == "tcp"
-    given = cfg.model_copy(update={"disagg": DisaggConfig(transfer=TransferConfig(link="nvlink"))})
-    pc = prediction_config(given, ValidateOptions(out=tmp_path, model=str(model), decode_workers=1))
-    assert pc.disagg.transfer.link == "nvlink" and (pc.disagg.prefill_workers, pc.disagg.decode_workers) == (2, 1)
+    d = live_disagg(2, 3, str(model), "cpu")
+    assert (d.prefill_workers, d.decode_workers) == (2, 3)
+    assert d.transfer.model == shape and d.transfer.link == "tcp"
+    assert live_disagg(1, 1, "", "cpu").transfer.model is None
     (model / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="cannot read the model's KV shape"):
-        model_kv_shape(str(model), "cpu")
+        live_disagg(1, 1, str(model), "cpu")
     # the predicted run is a real disaggregated simulation
     trace_path = tmp_path / "t.jsonl"
     trace_path.write_text("".join(json.dumps({"timestamp": 10 * i, "input_length": 600, "output_length": 5,
                                               "hash_ids": [0, i + 1]}) + "\n" for i in range(6)))
-    from dynosim.sim.simulation import simulate, summarize_state
-    from dynosim.traces.mooncake import load_trace
-
-    pc = prediction_config(cfg.model_copy(update={"trace_block_size": 512}),
-                           ValidateOptions(out=tmp_path, decode_workers=1))
+    pc = RunConfig(router_mode="kv", disagg=live_disagg(2, 1, "", "cpu"))
     _, s = summarize_state(simulate(load_trace(trace_path), pc))
     assert s["requests"]["completed"] == 6 and s["num_gpus"] == 3
 
@@ -768,24 +761,32 @@ def test_disaggregated_validate_predicts_with_prefill_and_decode_pools(tmp_path)
 # 8. disaggregated: prefill -> NIXL-style hand-off -> decode, against fakes
 
 
-async def _replay_pd(trace, cfg, n_decode: int, setup=None, **kw):
-    servers = [await FakeOpenAIServer(script=script()).start() for _ in range(cfg.workers + n_decode)]
+def pd_config(mode: str, prefill: int = 2, decode: int = 2) -> RunConfig:
+    """``config(mode)`` as a disaggregated deployment: ``prefill`` + ``decode`` workers."""
+    from dynosim.config import DisaggConfig
+
+    return config(mode).model_copy(update={"disagg": DisaggConfig(prefill_workers=prefill, decode_workers=decode)})
+
+
+async def _replay_pd(trace, cfg, setup=None, **kw):
+    n_pre, n_dec = cfg.disagg.prefill_workers, cfg.disagg.decode_workers
+    servers = [await FakeOpenAIServer(script=script()).start() for _ in range(n_pre + n_dec)]
     try:
         if setup is not None:
             setup(servers)
         urls = [s.base_url for s in servers]
-        run = await LiveReplay(trace, cfg, urls[:cfg.workers], MODEL, decode_urls=urls[cfg.workers:],
-                               health_every_s=0.2, **kw).run()
+        replay = LiveReplay(trace, cfg, urls[:n_pre], MODEL, decode_urls=urls[n_pre:], health_every_s=0.2, **kw)
+        run = await replay.run()
     finally:
         for s in servers:
             await s.stop()
-    return run, servers[:cfg.workers], servers[cfg.workers:]
+    return run, servers[:n_pre], servers[n_pre:]
 
 
 def test_disaggregated_replay_hands_every_request_off_after_a_warm_up_per_pair(tmp_path):
     rows = small_rows(10)
     trace = load_rows(tmp_path, rows, tbs=TBS)
-    run, prefill, decode = asyncio.run(_replay_pd(trace, config("round-robin"), 2))
+    run, prefill, decode = asyncio.run(_replay_pd(trace, pd_config("round-robin", 2, 2)))
     s = assert_accounted(run, len(rows))
     assert s["requests"]["completed"] == len(rows) and measured_is_complete(s)
     assert s["disaggregated"]["handoffs"] == len(rows)
@@ -817,7 +818,7 @@ def test_disaggregated_replay_hands_every_request_off_after_a_warm_up_per_pair(t
 def test_disaggregated_warm_up_retries_a_failed_kv_load_and_loses_no_request(tmp_path):
     rows = small_rows(6)
     trace = load_rows(tmp_path, rows, tbs=TBS)
-    run, _, decode = asyncio.run(_replay_pd(trace, config("round-robin", workers=1), 1,
+    run, _, decode = asyncio.run(_replay_pd(trace, pd_config("round-robin", 1, 1),
                                             setup=lambda srv: srv[1].inject("kv_load_fail"), warmup_retry_s=0.01))
     s = assert_accounted(run, len(rows))
     assert s["requests"]["completed"] == len(rows) and measured_is_complete(s)
@@ -831,7 +832,7 @@ def test_disaggregated_warm_up_that_keeps_failing_aborts_before_the_clock_starts
     rows = small_rows(6)
     trace = load_rows(tmp_path, rows, tbs=TBS)
     run, prefill, decode = asyncio.run(_replay_pd(
-        trace, config("round-robin", workers=1), 1, setup=lambda srv: srv[1].inject("kv_load_fail", count=3),
+        trace, pd_config("round-robin", 1, 1), setup=lambda srv: srv[1].inject("kv_load_fail", count=3),
         warmup_retry_s=0.01))
     s = assert_accounted(run, len(rows))
     assert s["requests"]["not_sent"] == len(rows) and not measured_is_complete(s)
@@ -863,36 +864,149 @@ def test_cli_validate_attach_disaggregated_and_a_hand_off_that_never_works(tmp_p
     assert json.loads((tmp_path / "bad" / "comparison.json").read_text())["exit_code"] == 3
 
 
-def test_disaggregated_replay_routes_decode_with_the_simulators_decode_router(tmp_path, monkeypatch):
-    """Live decode is chosen by deploy.routers.decode_router, the very function the simulator builds its
-    decode router with: every hand-off is routed by it, then told of its first token and completion."""
-    import dynosim.deploy.routers as routers
-    from dynosim.validate import replay as replay_mod
+def test_cli_validate_config_with_a_disagg_section_launches_and_attaches_disaggregated(tmp_path, monkeypatch,
+                                                                                       quick_plot):
+    """``validate --config`` whose file has a disagg section is a disaggregated deployment live (the servers
+    launched, the endpoints attached) and in the prediction: the same pools, the file's hand-off."""
+    import yaml
+    from types import SimpleNamespace
 
-    assert replay_mod.decode_router is routers.decode_router
-    assert replay_mod.prefill_router is routers.prefill_router
+    from dynosim.validate.servers import ServerError
+
+    tp = write_trace(tmp_path / "t.jsonl", small_rows(8))
+    conf = tmp_path / "pd.yaml"
+    conf.write_text(yaml.safe_dump({"disagg": {"prefill_workers": 1, "decode_workers": 2,
+                                               "transfer": {"link": "nvlink"}}}))
+    # launched: the file's pools are the servers started (the test stops before waiting for any)
+    started = []
+
+    def fake_start(name, spec, log_dir, engine, python):
+        started.append((name, spec.role, spec.kv_events_endpoint is not None,
+                        spec.nixl_side_channel_port is not None, spec.gpu_ids))
+        return SimpleNamespace(url=f"http://127.0.0.1:{spec.port}")
+
+    async def not_ready(servers, model, timeout_s):
+        raise ServerError("stopped by the test before the servers were ready")
+    monkeypatch.setattr(workflow, "start_server", fake_start)
+    monkeypatch.setattr(workflow, "wait_ready", not_ready)
+    monkeypatch.setattr(workflow, "stop_all", lambda servers: None)
+    res, text = cli(tp, tmp_path / "launched", "--launch", "vllm", "--device", "cuda", "--config", str(conf),
+                    "--router-mode", "kv")
+    assert res.exit_code == 3 and "stopped by the test" in text, res.output
+    assert started == [("prefill0", "prefill", True, True, (0,)), ("decode0", "decode", False, True, (1,)),
+                       ("decode1", "decode", False, True, (2,))]
+    # attached: one --endpoint per prefill worker, one --decode-endpoint per decode worker
+    with fakes(3) as fleet:
+        res, text = cli(tp, tmp_path / "attached", "--config", str(conf), "--endpoint", fleet.urls[0],
+                        "--decode-endpoint", fleet.urls[1], "--decode-endpoint", fleet.urls[2],
+                        "--router-mode", "round-robin", "--tolerance", "1e9", "--reuse-tolerance", "1")
+        assert res.exit_code == 0, res.output
+        trace_requests = [[x for x in srv.requests if not x["request_id"].startswith("dynosim-warmup")]
+                          for srv in fleet.servers]
+    assert [len(r) for r in trace_requests] == [8, 4, 4]                # round robin over the two decode workers
+    assert "replaying 8 requests on 1 prefill + 2 decode live worker(s)" in text
+    out = tmp_path / "attached"
+    measured = json.loads((out / "measured" / "summary.json").read_text())
+    assert measured["disaggregated"]["decode_workers"] == 2 and measured["disaggregated"]["handoffs"] == 8
+    predicted = json.loads((out / "predicted" / "summary.json").read_text())
+    assert predicted["num_gpus"] == 3 and predicted["requests"]["completed"] == 8
+    doc = json.loads((out / "comparison.json").read_text())["config"]
+    assert (doc["disagg"]["prefill_workers"], doc["disagg"]["decode_workers"]) == (1, 2)
+    assert doc["disagg"]["transfer"]["link"] == "nvlink"
+    # both sides chose the same decode worker for every request
+    mdf = pd.read_parquet(out / "measured" / "requests.parquet").sort_values("line")
+    pdf = pd.read_parquet(out / "predicted" / "requests.parquet").sort_values("line")
+    assert list(mdf["decode_worker"]) == list(pdf["worker"])
+
+
+@pytest.mark.parametrize("deployment,args,message", [
+    ({"disagg": {"prefill_workers": 1, "decode_workers": 2}}, ["--decode-endpoint", "D1"],
+     "error: --decode-endpoint: the deployment has 2 decode worker(s) but 1 --decode-endpoint was given"),
+    ({"disagg": {"prefill_workers": 1, "decode_workers": 1}}, [],
+     "error: --decode-endpoint: the deployment has 1 decode worker(s) but 0 --decode-endpoint were given"),
+    ({"disagg": {"prefill_workers": 2, "decode_workers": 1}}, ["--decode-endpoint", "D1"],
+     "error: --endpoint: the deployment has 2 prefill worker(s) but 1 --endpoint was given"),
+    ({"workers": 2}, [], "error: --endpoint: the deployment has 2 worker(s) but 1 --endpoint was given"),
+])
+def test_cli_validate_attach_counts_must_match_the_deployments_pools(tmp_path, deployment, args, message):
+    """Attached endpoints are the pools of the --config file's deployment: a count that differs is an error
+    naming the flag, before any endpoint is contacted."""
+    import yaml
+
+    tp = write_trace(tmp_path / "t.jsonl", small_rows(4))
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump(deployment))
+    dead = f"http://127.0.0.1:{closed_port()}"
+    args = [dead if a == "D1" else a for a in args]
+    res, text = cli(tp, tmp_path / "o", "--config", str(conf), "--endpoint", dead, "--router-mode", "round-robin",
+                    *args)
+    assert res.exit_code == 2, res.output
+    assert message in text and "cannot connect" not in text and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_validate_attach_counts_are_checked_in_the_library_too(tmp_path):
+    trace = load_rows(tmp_path, small_rows(2), tbs=TBS)
+    dead = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(ValueError, match="--decode-endpoint: the deployment has 2 decode worker"):
+        validate(trace, pd_config("round-robin", 1, 2), ValidateOptions(out=tmp_path / "a", model=MODEL,
+                                                                        endpoints=[dead], decode_endpoints=[dead]))
+    with pytest.raises(ValueError, match="--decode-endpoint: the deployment has no decode pool"):
+        validate(trace, config("round-robin", workers=1),
+                 ValidateOptions(out=tmp_path / "b", model=MODEL, endpoints=[dead], decode_endpoints=[dead]))
+    with pytest.raises(ValueError, match="the deployment has 1 prefill and 2 decode worker"):
+        LiveReplay(trace, pd_config("round-robin", 1, 2), [dead], MODEL, decode_urls=[dead])
+
+
+def test_disaggregated_replay_routes_decode_with_the_simulators_decode_router(tmp_path, monkeypatch):
+    """Live decode is chosen by the decode router build_deployment wires for the simulator too: a fresh
+    deploy.routers.decode_router fed the same routes, first tokens and completions (at the same times) makes
+    every choice the live run made; each hand-off is routed once, then told of its first token and completion."""
+    import dynosim.deploy.assembly as assembly
+    from dynosim.deploy.routers import decode_router
+    from dynosim.request import Request
+
     built, calls = [], []
-    orig = routers.decode_router
+    orig = assembly.decode_router
 
     def spy(cfg, *a, **kw):
         r = orig(cfg, *a, **kw)
         built.append((cfg, r))
         for name in ("route", "on_first_token", "on_complete"):
-            fn = getattr(r, name)
-            setattr(r, name, lambda req, now, fn=fn, name=name: (calls.append((name, req.rid)), fn(req, now))[1])
+            def wrapped(req, now, fn=getattr(r, name), name=name):
+                out = fn(req, now)
+                calls.append((name, req, now, out))
+                return out
+            setattr(r, name, wrapped)
         return r
-    monkeypatch.setattr(replay_mod, "decode_router", spy)
-    rows = small_rows(8)
+    monkeypatch.setattr(assembly, "decode_router", spy)
+    # requests 8 ms apart that decode for ~60 ms, prompts of different lengths: several decodes at once, so
+    # the kv decode router's choice depends on the blocks each decode worker holds
+    rows = [{"timestamp": 8 * i, "input_length": TBS * (1 + i % 3), "output_length": 8 + 4 * (i % 2),
+             "hash_ids": [300 + i, 400 + i, 500 + i][:1 + i % 3]} for i in range(16)]
     trace = load_rows(tmp_path, rows, tbs=TBS)
-    run, _, _ = asyncio.run(_replay_pd(trace, config("kv"), 3))
+    cfg = pd_config("kv", 2, 3)
+    run, _, _ = asyncio.run(_replay_pd(trace, cfg))
     s = assert_accounted(run, len(rows))
     assert s["requests"]["completed"] == len(rows)
-    (cfg, router), = built
-    # the deployment it was built from is the simulator's: the live pools' sizes, the run's router settings
-    assert (cfg.disagg.prefill_workers, cfg.disagg.decode_workers) == (2, 3) and cfg.router_mode == "kv"
-    assert router.workers == [0, 1, 2] and not router.wants_kv_events
-    for rid in range(len(rows)):
-        assert [n for n, r in calls if r == rid] == ["route", "on_first_token", "on_complete"]
-    assert set(run.frame()["decode_worker"]) <= {0, 1, 2}
-    # nothing is left on the decode router once every request is done
+    (built_cfg, router), = built
+    assert built_cfg is cfg and router.workers == [0, 1, 2] and not router.wants_kv_events
+    by_rid = {r.rid: r for r in run.requests}
+    for rid in by_rid:
+        mine = [(n, req) for n, req, _, _ in calls if req.rid == rid]
+        assert [n for n, _ in mine] == ["route", "on_first_token", "on_complete"]
+        assert all(req is by_rid[rid] for _, req in mine)          # the trace's request itself, not a copy
+    # the same sequence through a fresh decode router of the same deployment: the same choices
+    fresh, copies, choices = decode_router(cfg), {}, {}
+    for name, req, now, out in calls:
+        if name == "route":
+            c = copies[req.rid] = Request(req.rid, req.isl, req.osl, req.hash_ids, req.seq_hashes, now)
+            assert fresh.route(c, now) == out, req.rid
+            choices[req.rid] = out
+        else:
+            getattr(fresh, name)(copies[req.rid], now)
+    assert choices == run.decode_worker and len(set(choices.values())) > 1
+    df = run.frame().set_index("request_id")
+    assert all(df.loc[rid, "decode_worker"] == w for rid, w in choices.items())
+    # nothing is left on either router once every request is done
     assert all(v == 0 for v in router.load.prefill_tokens)

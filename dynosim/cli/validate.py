@@ -37,6 +37,7 @@ _VALIDATE_FIELD_OF = {
     "timing": "engine.timing", "timing_profile": "engine.timing_profile", "nextn": "engine.nextn",
     "admit_interval_ms": "engine.admit_interval_ms", "client_latency_ms": "engine.client_latency_ms",
     "trace_block_size": "trace_block_size", "arrival_speedup": "arrival_speedup",
+    "prefill_workers": "disagg.prefill_workers", "decode_workers": "disagg.decode_workers",
     **{k: f"engine.hardware.{k}" for k in ("system", "backend", "backend_version", "weight_quant", "kv_quant",
                                            "gpu_memory_utilization")},
 }
@@ -78,13 +79,14 @@ def validate(
     startup_timeout: StartupTimeoutOpt = 600.0,
     engine_arg: EngineArgOpt = [],
     workers: WorkersOpt = 1,
-    prefill_workers: int = typer.Option(0, help="disaggregated launch: prefill workers (the router's pool)",
-                                        rich_help_panel=P_DEPLOY),
+    prefill_workers: int = typer.Option(0, help="disaggregated launch: prefill workers (the router's pool; "
+                                        "or a disagg section in --config)", rich_help_panel=P_DEPLOY),
     decode_workers: int = typer.Option(0, help="disaggregated launch: decode workers fed over NIXL",
                                        rich_help_panel=P_DEPLOY),
     gpus_per_worker: int = typer.Option(1, help="GPUs (tensor parallel) per worker: launched with --device cuda, "
                                         "priced with --system", rich_help_panel=P_DEPLOY),
-    config: Optional[Path] = typer.Option(None, help="YAML/JSON of RunConfig fields (overrides the flags)",
+    config: Optional[Path] = typer.Option(None, help="YAML/JSON of RunConfig fields (overrides the flags); a "
+                                          "disagg section launches (or attaches to) prefill and decode pools",
                                           rich_help_panel=P_DEPLOY),
     router_mode: RouterModeOpt = "kv",
     no_router_kv_events: bool = typer.Option(False, "--no-router-kv-events", rich_help_panel=P_ROUTER,
@@ -130,7 +132,7 @@ def validate(
     from dynosim.router.policies import POLICIES
     from dynosim.traces.mooncake import load_trace
     from dynosim.validate.servers import ServerError
-    from dynosim.validate.workflow import ValidateOptions, validate as validate_api
+    from dynosim.validate.workflow import ValidateOptions, check_attach_counts, live_disagg, validate as validate_api
 
     given = given_flags(ctx)
     if launch is None and not endpoint:
@@ -153,18 +155,17 @@ def validate(
         refuse(given, ["gpus_per_worker"], "with --device cpu and no --system (nothing runs or is priced on GPUs)")
     if launch is None and system is None:
         refuse(given, ["gpus_per_worker"], "when attaching without --system (it prices the model on GPUs)")
-    if decode_endpoint:
-        decode_workers = len(decode_endpoint)
-    if decode_workers:
-        if launch is not None and prefill_workers < 1:
+    # the deployment's pools, as `run` takes them: --workers, or --prefill-workers/--decode-workers (attached:
+    # one --endpoint per worker, --decode-endpoint per decode worker); a --config file's values win
+    if launch is None:
+        workers = len(endpoint)
+        prefill_workers, decode_workers = (len(endpoint), len(decode_endpoint)) if decode_endpoint else (0, 0)
+    elif decode_workers:
+        if prefill_workers < 1:
             fail("a disaggregated launch needs --prefill-workers >= 1 and --decode-workers >= 1")
-        if launch is not None:
-            refuse(given, ["workers"], "in a disaggregated launch: the router's pool is --prefill-workers")
-        workers = prefill_workers if launch is not None else len(endpoint)
+        refuse(given, ["workers"], "in a disaggregated launch: the router's pool is --prefill-workers")
     elif prefill_workers:
         fail("--prefill-workers needs --decode-workers (or --decode-endpoint)")
-    if endpoint and workers != len(endpoint) and config is None:
-        workers = len(endpoint)
     try:
         prof = profile_engine_args(timing_profile) if timing_profile else {}
     except (ValueError, FileNotFoundError) as exc:
@@ -180,6 +181,10 @@ def validate(
     blocks = num_gpu_blocks or prof.get("num_gpu_blocks") or (None if hw is not None else 16384)
     file_fields = load_run_config(config) if config is not None else {}
     try:
+        if decode_workers:  # pools from the flags: the hand-off is the model's, over tcp, unless the file says
+            disagg = {"prefill_workers": prefill_workers, "decode_workers": decode_workers}
+            if file_fields.get("disagg") is None:
+                disagg = live_disagg(prefill_workers, decode_workers, model, device.value).model_dump()
         fields = dict(workers=workers, router_mode=router_mode.value, seed=seed, trace_block_size=trace_block_size,
                       arrival_speedup=arrival_speedup,
                       router=RouterParams(kv_events=not no_router_kv_events),
@@ -191,16 +196,23 @@ def validate(
                                         else prof.get("admit_interval_ms", 0.0),
                                         client_latency_ms=client_latency_ms if client_latency_ms is not None
                                         else prof.get("client_latency_ms", 0.0)))
+        if decode_workers:
+            fields["disagg"] = disagg
         if config is not None:
             base = json.loads(RunConfig(**fields).model_dump_json())
             if timing is None and (file_fields.get("engine") or {}).get("hardware"):
                 base["engine"].pop("timing")   # the file's hardware decides the timing model
             fields = merge(base, file_fields)
         cfg = RunConfig(**fields)
+        if launch is None:  # attached: one endpoint per worker of each of the deployment's pools
+            check_attach_counts(cfg, ValidateOptions(out=out, endpoints=list(endpoint),
+                                                     decode_endpoints=list(decode_endpoint)))
     except ValidationError as exc:
         fail(validation_message(exc))
     except ValueError as exc:
         fail(str(exc))
+    if launch is not None and cfg.disagg is not None:
+        refuse(given, ["workers"], "in a disaggregated launch: the router's pool is --prefill-workers")
     policy = POLICIES[cfg.router_mode]
     if not policy.uses_overlap:
         refuse(given, ["no_router_kv_events", "kv_events"],
@@ -231,8 +243,7 @@ def validate(
                            startup_timeout_s=startup_timeout, request_timeout_s=request_timeout,
                            idle_timeout_s=idle_s, vocab_size=vocab_size, tolerance=tolerance,
                            reuse_tolerance=reuse_tolerance,
-                           extra_engine_args=tuple(engine_arg), decode_workers=decode_workers,
-                           decode_endpoints=list(decode_endpoint))
+                           extra_engine_args=tuple(engine_arg), decode_endpoints=list(decode_endpoint))
     try:
         res = validate_api(tr, cfg, opts, say=lambda m: err_console.print(m))
     except ServerError as exc:

@@ -78,11 +78,13 @@ def kv_event_sink(router: Router) -> KvEventSink | None:
 
 def build_deployment(cfg: RunConfig, clock: Clock, trace: Trace, hasher: Hasher, worker_factory: WorkerFactory, *,
                      worker_metrics: Callable[[str, Sequence], WorkerMetrics | None] | None = None,
-                     frontend_cls: type[Frontend] | None = None) -> Deployment:
+                     frontend_cls: type[Frontend] | None = None, link: LinkState | None = None) -> Deployment:
     """Wire ``cfg``'s deployment on ``clock``: frontend → router(s) → workers from ``worker_factory``.
 
     ``worker_metrics(pool, workers)``: what a policy reads of a pool's workers (the list fills as
     workers start). ``frontend_cls``: a ``Frontend`` (aggregated) or ``DisaggFrontend`` subclass.
+    ``link``: the KV hand-off between the pools (default: ``cfg.disagg.transfer``'s modelled link; a
+    live run, whose decode request pulls the KV itself, passes one that takes no time).
     """
     metrics = worker_metrics or (lambda pool, workers: None)
     engines = cfg.pool_engines()
@@ -106,7 +108,8 @@ def build_deployment(cfg: RunConfig, clock: Clock, trace: Trace, hasher: Hasher,
     decode: list = []
     p_router = prefill_router(cfg, metrics("prefill", prefill))
     d_router = decode_router(cfg, metrics("decode", decode))
-    link = LinkState(d.transfer.resolve(pre_args.hardware, dec_args.hardware, cfg.num_gpus))
+    if link is None:
+        link = LinkState(d.transfer.resolve(pre_args.hardware, dec_args.hardware, cfg.num_gpus))
     frontend = (frontend_cls or DisaggFrontend)(clock, trace, hasher, p_router, prefill, d_router, decode,
                                                 min(pre_args.num_gpu_blocks, dec_args.num_gpu_blocks), link,
                                                 cfg.concurrency)

@@ -15,6 +15,11 @@ stalled engine is never silence. Ctrl-C (SIGINT) during the replay stops
 sending, cancels the requests in flight and still writes what was measured:
 the summary says ``aborted: interrupted ...`` and the exit code is 3; a second
 Ctrl-C stops at once. ``measured/`` is written before the simulation runs.
+
+``cfg`` describes the deployment once, for both worlds: the servers launched (or the endpoints
+attached, one per worker of each pool) are its pools, ``cfg.workers`` aggregated or
+``cfg.disagg``'s prefill and decode pools, the live replay builds it with live workers and the
+simulator predicts the very same ``cfg``.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from dynosim.sim.simulation import simulate, summarize_state
 from dynosim.traces.mooncake import Trace
 from dynosim.validate.compare import DEFAULT_GATE, compare, plot, verdict
 from dynosim.engines.live.kv_events import KvEventListenerError
-from dynosim.validate.replay import LiveReplay, LiveRun, measured_is_complete
+from dynosim.validate.live_run import LiveRun, measured_is_complete
+from dynosim.validate.replay import LiveReplay
 from dynosim.validate.servers import ServerError, ServerProcess, default_engine_python, start_server, stop_all, \
     wait_ready
 
@@ -75,8 +81,7 @@ class ValidateOptions:
     tolerances: dict[str, float] = field(default_factory=dict)
     gate: tuple[str, ...] = DEFAULT_GATE
     extra_engine_args: tuple[str, ...] = ()
-    decode_workers: int = 0                # > 0: disaggregated; cfg.workers prefill + these decode (NIXL)
-    decode_endpoints: list[str] = field(default_factory=list)   # attach mode, disaggregated
+    decode_endpoints: list[str] = field(default_factory=list)   # attach mode, disaggregated (cfg.disagg)
 
 
 @dataclass
@@ -97,25 +102,38 @@ class ValidationResult:
         return 0 if self.passed else 1
 
 
+ROLE_OF_POOL = {"workers": "aggregated", "prefill": "prefill", "decode": "decode"}
+
+
+def pool_roles(cfg: RunConfig) -> list[tuple[str, int]]:
+    """Every server of ``cfg``'s deployment in launch order: (pool, index in the pool), the router's pool first
+    (``workers``, or ``prefill`` then ``decode``)."""
+    return [(pool, i) for pool, n in cfg.pool_sizes().items() for i in range(n)]
+
+
 def launch_specs(cfg: RunConfig, opts: ValidateOptions, kv_events: bool, workdir: str) -> list[LaunchSpec]:
-    """One server per worker; ``workdir`` must be short (vLLM puts IPC sockets there, 107-byte limit)."""
-    n = cfg.workers + opts.decode_workers
+    """One server per worker of each of ``cfg``'s pools, with its pool's engine settings; ``workdir`` must be
+    short (vLLM puts IPC sockets there, 107-byte limit). KV events are published by the router's pool."""
+    roles = pool_roles(cfg)
+    engines = cfg.pool_engines()
+    n = len(roles)
     ports = plan_ports(n, opts.base_port, opts.events_base_port)
     cores: list[tuple[int, ...]] = [()] * n
     if opts.device == "cpu":
         cores = cpu_core_plan(n, opts.cpu_cores or os.cpu_count() or 1)
     specs = []
-    for w in range(n):
-        role = "aggregated" if not opts.decode_workers else ("prefill" if w < cfg.workers else "decode")
+    for w, (pool, _) in enumerate(roles):
+        role = ROLE_OF_POOL[pool]
+        eng = engines[pool]
         gpu_ids = tuple(range(w * opts.gpus_per_worker, (w + 1) * opts.gpus_per_worker)) \
             if opts.device == "cuda" else ()
         specs.append(LaunchSpec(
             opts.model, ports[w]["port"], served_model_name=opts.served_model_name or opts.model,
-            device=opts.device, block_size=cfg.engine.block_size, max_model_len=opts.max_model_len,
-            enable_prefix_caching=cfg.engine.enable_prefix_caching,
-            num_gpu_blocks_override=cfg.engine.num_gpu_blocks if opts.match_kv_capacity else None,
-            max_num_seqs=cfg.engine.max_num_seqs, max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
-            kv_events_endpoint=ports[w]["events"] if kv_events and w < cfg.workers else None,
+            device=opts.device, block_size=eng.block_size, max_model_len=opts.max_model_len,
+            enable_prefix_caching=eng.enable_prefix_caching,
+            num_gpu_blocks_override=eng.num_gpu_blocks if opts.match_kv_capacity else None,
+            max_num_seqs=eng.max_num_seqs, max_num_batched_tokens=eng.max_num_batched_tokens,
+            kv_events_endpoint=ports[w]["events"] if kv_events and role != "decode" else None,
             cpu_cores=cores[w], gpu_ids=gpu_ids, role=role,
             nixl_side_channel_port=ports[w]["side"] if role != "aggregated" else None,
             tensor_parallel_size=opts.gpus_per_worker if opts.device == "cuda" else 1,
@@ -137,18 +155,17 @@ async def _live(trace: Trace, cfg: RunConfig, opts: ValidateOptions, say: Callab
         if opts.launch:
             specs = launch_specs(cfg, opts, wants_events, workdir)
             python = opts.engine_python or default_engine_python(opts.launch)
-            for w, spec in enumerate(specs):
-                name = f"worker{w}" if spec.role == "aggregated" else (
-                    f"prefill{w}" if spec.role == "prefill" else f"decode{w - cfg.workers}")
+            for (pool, i), spec in zip(pool_roles(cfg), specs):
+                name = f"{'worker' if pool == 'workers' else pool}{i}"
                 servers.append(start_server(name, spec, opts.out / "logs", engine=opts.launch, python=python))
             say(f"started {len(servers)} {opts.launch} server(s); waiting for them to become healthy "
                 f"(timeout {opts.startup_timeout_s:.0f} s) …")
             await wait_ready(servers, specs[0].served_model_name, opts.startup_timeout_s)
             say("servers ready: " + ", ".join(f"{sp.url} in {sp.ready_s:.0f} s" for sp in servers))
-            urls = [sp.url for sp in servers]
-            decode_urls = urls[cfg.workers:]
-            urls = urls[:cfg.workers]
-            events = [s.kv_events_endpoint for s in specs[:cfg.workers]] if wants_events else []
+            routed = [spec.role != "decode" for spec in specs]   # the router's pool: aggregated or prefill
+            urls = [sp.url for sp, r in zip(servers, routed) if r]
+            decode_urls = [sp.url for sp, r in zip(servers, routed) if not r]
+            events = [s.kv_events_endpoint for s, r in zip(specs, routed) if r] if wants_events else []
         else:
             urls = [u.rstrip("/") for u in opts.endpoints]
             decode_urls = [u.rstrip("/") for u in opts.decode_endpoints]
@@ -167,7 +184,9 @@ async def _live(trace: Trace, cfg: RunConfig, opts: ValidateOptions, say: Callab
                             kv_listeners=_kv_factories(events, cfg.engine.block_size) if wants_events else None,
                             servers=servers, progress=progress.finished, heartbeat=progress.heartbeat,
                             heartbeat_every_s=min(1.0, opts.progress_every_s), decode_urls=decode_urls)
-        say(f"replaying {trace.n_requests} requests on {len(urls)} live worker(s), router {cfg.router_mode} "
+        pools = f"{len(urls)} live worker(s)" if not decode_urls else \
+            f"{len(urls)} prefill + {len(decode_urls)} decode live worker(s)"
+        say(f"replaying {trace.n_requests} requests on {pools}, router {cfg.router_mode} "
             f"(idle timeout {_secs(opts.idle_timeout_s)}; Ctrl-C stops and keeps what was measured) …")
         try:
             with _sigint_aborts(replay, say):
@@ -290,28 +309,29 @@ def validate(trace: Trace, cfg: RunConfig, opts: ValidateOptions,
         raise ValueError("give --launch vllm (start servers) or --endpoint URL (attach), once per worker")
     if opts.launch and not opts.model:
         raise ValueError("--launch needs --model (a local model directory or name the engine can load)")
+    if not opts.launch:
+        check_attach_counts(cfg, opts)
     opts.out.mkdir(parents=True, exist_ok=True)
-    # one description of the deployment for both worlds: the live replay routes with it (prefill and the
-    # simulator's decode router when there is a decode pool) and the simulator predicts it
-    sim_cfg = prediction_config(cfg, opts)
-    live = asyncio.run(_live(trace, sim_cfg, opts, say))
+    # one description of the deployment for both worlds: the live replay builds it (deploy.build_deployment,
+    # live workers) and the simulator predicts it
+    live = asyncio.run(_live(trace, cfg, opts, say))
     measured = live.summary()
     mdf = live.frame()
     _write_side(opts.out / "measured", mdf, measured)   # kept even if the simulation is interrupted
     say(f"live run: {measured['requests']['completed']} completed, {measured['requests']['failed']} failed, "
         f"{measured['requests']['not_sent']} not sent, {live.wall_s:.1f} s"
         + (f"; ABORTED: {live.aborted.splitlines()[0]}" if live.aborted else ""))
-    if sim_cfg.disagg is not None:
-        d = sim_cfg.disagg
-        engines = sim_cfg.pool_engines()
-        h = d.transfer.resolve(engines["prefill"].hardware, engines["decode"].hardware, sim_cfg.num_gpus)
+    if cfg.disagg is not None:
+        d = cfg.disagg
+        engines = cfg.pool_engines()
+        h = d.transfer.resolve(engines["prefill"].hardware, engines["decode"].hardware, cfg.num_gpus)
         link = h.link
         say(f"simulating the same trace on {d.prefill_workers} prefill + {d.decode_workers} decode worker(s), "
             f"KV hand-off {h.bytes_per_token:g} B/token at {link.bandwidth_gbps:g} GB/s "
             f"+ {link.latency_ms:g} ms …")
     else:
         say("simulating the same trace and deployment …")
-    state = simulate(trace, sim_cfg)
+    state = simulate(trace, cfg)
     pdf, predicted = summarize_state(state)
     table = compare(measured, predicted, tolerance=opts.tolerance, reuse_tolerance=opts.reuse_tolerance,
                     tolerances=opts.tolerances, gate=opts.gate)
@@ -339,19 +359,36 @@ def model_kv_shape(model: str, device: str) -> ModelKVShape | None:
                          "in --config") from None
 
 
-def prediction_config(cfg: RunConfig, opts: ValidateOptions) -> RunConfig:
-    """The deployment the simulator predicts: the live one, with a prefill and a decode pool when the live run
-    had a decode pool. The hand-off uses ``cfg.disagg.transfer`` when the deployment file gives one, else the
-    model's KV shape (from its directory) over the ``tcp`` preset."""
-    if not opts.decode_workers:
-        return cfg
-    if cfg.disagg is not None:
-        d = cfg.disagg.model_copy(update={"prefill_workers": cfg.workers, "decode_workers": opts.decode_workers})
-    else:
-        shape = model_kv_shape(opts.model, opts.device)
-        d = DisaggConfig(prefill_workers=cfg.workers, decode_workers=opts.decode_workers,
-                         transfer=TransferConfig(model=shape, link="tcp"))
-    return RunConfig(**{**cfg.model_dump(), "disagg": d.model_dump()})
+def live_disagg(prefill_workers: int, decode_workers: int, model: str, device: str) -> DisaggConfig:
+    """A disaggregated live deployment given by its pool sizes alone (no ``disagg`` section): its hand-off is
+    predicted as the model's KV shape (from its directory, when it is one) over the ``tcp`` preset."""
+    return DisaggConfig(prefill_workers=prefill_workers, decode_workers=decode_workers,
+                        transfer=TransferConfig(model=model_kv_shape(model, device), link="tcp"))
+
+
+def _count(n: int, flag: str) -> str:
+    return f"{n} {flag} was given" if n == 1 else f"{n} {flag} were given"
+
+
+def check_attach_counts(cfg: RunConfig, opts: ValidateOptions) -> None:
+    """Attach mode: one endpoint per worker of each of ``cfg``'s pools (``--endpoint``: the aggregated or the
+    prefill pool, ``--decode-endpoint``: the decode pool), else a ``ValueError`` naming the flag."""
+    n, nd = len(opts.endpoints), len(opts.decode_endpoints)
+    d = cfg.disagg
+    if d is None:
+        if nd:
+            raise ValueError(f"--decode-endpoint: the deployment has no decode pool (no disagg section) but "
+                             f"{_count(nd, '--decode-endpoint')}")
+        if n != cfg.workers:
+            raise ValueError(f"--endpoint: the deployment has {cfg.workers} worker(s) but {_count(n, '--endpoint')} "
+                             "(one per worker)")
+        return
+    if n != d.prefill_workers:
+        raise ValueError(f"--endpoint: the deployment has {d.prefill_workers} prefill worker(s) but "
+                         f"{_count(n, '--endpoint')} (one per prefill worker)")
+    if nd != d.decode_workers:
+        raise ValueError(f"--decode-endpoint: the deployment has {d.decode_workers} decode worker(s) but "
+                         f"{_count(nd, '--decode-endpoint')} (one per decode worker)")
 
 
 def _write_side(d: Path, df: pd.DataFrame, summary: dict) -> None:
@@ -371,9 +408,12 @@ def _write(res: ValidationResult, mdf: pd.DataFrame, pdf: pd.DataFrame, cfg: Run
         "metrics": json.loads(res.table.to_json(orient="records")),
     }, indent=2) + "\n")
     try:
-        plot(res.table, mdf, pdf, out / "comparison.png", title=f"{cfg.workers} worker(s), {cfg.router_mode}")
+        d = cfg.disagg
+        pools = f"{cfg.workers} worker(s)" if d is None else f"{d.prefill_workers}P+{d.decode_workers}D"
+        plot(res.table, mdf, pdf, out / "comparison.png", title=f"{pools}, {cfg.router_mode}")
     except Exception as exc:  # a plot must never cost the numbers
         (out / "comparison.png.error.txt").write_text(f"{type(exc).__name__}: {exc}\n")
 
 
-__all__ = ["ValidateOptions", "ValidationResult", "validate", "launch_specs", "ServerError"]
+__all__ = ["ValidateOptions", "ValidationResult", "validate", "launch_specs", "live_disagg", "check_attach_counts",
+           "ServerError"]
