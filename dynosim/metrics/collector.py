@@ -64,10 +64,11 @@ def requests_frame(requests: list[Request]) -> pd.DataFrame:
 
 def summarize(df: pd.DataFrame, gap_values, gap_counts, num_gpus: int, *, gpu_seconds: float | None = None,
               slo_ttft_ms: float | None = None, slo_itl_ms: float | None = None,
-              slo_e2e_ms: float | None = None) -> dict:
+              slo_e2e_ms: float | None = None, preemptions: int | None = None) -> dict:
     """The run's summary. ``gpu_seconds``: GPUs held integrated over the run when the deployment scaled
     (per-GPU throughput is then time-weighted); the SLOs give goodput (requests meeting every given objective
-    per second)."""
+    per second). ``preemptions``: as the engines counted them (a disaggregated prefill worker preempts
+    requests the frame never shows); default, the frame's per-request counts."""
     done = df[df["status"] == "done"]
     failed = df[df["status"] == "failed"]
     start = float(df["arrival_ms"].min()) if len(df) else 0.0
@@ -99,7 +100,7 @@ def summarize(df: pd.DataFrame, gap_values, gap_counts, num_gpus: int, *, gpu_se
         "prefix_reuse_ratio": float(done["reused_tokens"].sum() / in_tokens) if in_tokens else 0.0,
         "first_admission_prefix_reuse_ratio":
             float(done["first_reused_tokens"].sum() / in_tokens) if in_tokens else 0.0,
-        "preemptions": int(df["preemptions"].sum()),
+        "preemptions": int(df["preemptions"].sum()) if preemptions is None else int(preemptions),
         "ttft_ms": distribution(done["ttft_ms"].to_numpy()),
         "e2e_ms": distribution(done["e2e_ms"].to_numpy()),
         "itl_ms": distribution(multi["itl_ms"].to_numpy()),

@@ -196,10 +196,10 @@ def summarize_state(state: SimState) -> tuple[pd.DataFrame, dict]:
         gpu_seconds = driver.gpu_seconds(start, end)
     slo = state.config.slo
     summary = summarize(df, gap_values, gap_counts, state.config.num_gpus, gpu_seconds=gpu_seconds,
-                        slo_ttft_ms=slo.ttft_ms, slo_itl_ms=slo.itl_ms, slo_e2e_ms=slo.e2e_ms)
+                        slo_ttft_ms=slo.ttft_ms, slo_itl_ms=slo.itl_ms, slo_e2e_ms=slo.e2e_ms,
+                        preemptions=sum(w.sched.num_preemptions for w in state.workers))
     if driver is not None:
         summary["planner"] = driver.report()
-    summary["preemptions"] = sum(w.sched.num_preemptions for w in state.workers)
     summary["hardware"] = hardware_summary(state.config)
     nextn = max(w.sched.nextn for w in state.workers) if state.workers else 0
     if nextn:
