@@ -118,25 +118,25 @@ def test_passes_and_tokens_equal_stepping_every_pass(sample):
         assert per_worker.loc[w.wid, "tokens_scheduled"] == w.tokens_done
 
 
-def test_a_stretch_spanning_several_samples_is_split_by_pass_end_times(tmp_path, monkeypatch):
+def test_a_stretch_spanning_several_samples_is_split_by_pass_end_times(tmp_path):
     # one worker, 512-token blocks: decode stretches of up to ~500 passes × 3.3 ms, longer than the interval
+    from dynosim.sim.simulation import Parts
     from dynosim.sim.worker import Worker
 
     inside: list[int] = []   # passes a sample counted from a stretch still in flight
-    progress = Worker.progress
 
-    def spy(self, t):
-        before = self.passes_done
-        out = progress(self, t)
-        if self._ends is not None:
-            inside.append(out[0] - before)
-        return out
+    class Spy(Worker):
+        def progress(self, t):
+            before = self.passes_done
+            out = super().progress(t)
+            if self._ends is not None:
+                inside.append(out[0] - before)
+            return out
 
-    monkeypatch.setattr(Worker, "progress", spy)
     rows = [{"timestamp": t, "input_length": 600, "output_length": 1500, "hash_ids": [i, 100 + i]}
             for i, t in enumerate((0, 1000))]
     cfg = RunConfig(workers=1, engine=MockerArgs(block_size=512, **FIXED))
-    st = simulate(_trace(tmp_path, rows), cfg, timeline_points=8, record_passes=True)
+    st = simulate(_trace(tmp_path, rows), cfg, timeline_points=8, record_passes=True, parts=Parts(worker=Spy))
     tl = st.extra["timeline"].frame()
     w = tl[tl["worker"] == 0]
     assert len(w) <= 2 * 8
