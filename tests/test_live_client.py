@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynosim.engines.live.client import LiveClient, wait_healthy
+from dynosim.engines.live.client import LiveClient
+from dynosim.engines.live.health import wait_healthy
 from dynosim.engines.live.metrics import MetricsError, delta, engine_metrics, parse_prometheus, scrape
 from dynosim.engines.live.prompts import block_tokens, prompt_token_ids, prompts_for_rows, shared_prefix_tokens
 from conftest import load_rows

@@ -56,8 +56,9 @@ class LiveRun:
         df = requests_frame(self.requests)
         gaps = self.token_gaps()
         slo = self.config.slo
+        preemptions = sum(d.get("preemptions", 0.0) for d in self.engine_deltas)   # as the engines counted
         s = summarize(df, gaps, np.ones(len(gaps), dtype=np.int64), self.config.num_gpus,
-                      slo_ttft_ms=slo.ttft_ms, slo_itl_ms=slo.itl_ms, slo_e2e_ms=slo.e2e_ms)
+                      slo_ttft_ms=slo.ttft_ms, slo_itl_ms=slo.itl_ms, slo_e2e_ms=slo.e2e_ms, preemptions=preemptions)
         s["requests"]["not_sent"] = self.not_sent
         s["requests"]["total"] += self.not_sent
         s["aborted"] = self.aborted
@@ -66,7 +67,7 @@ class LiveRun:
         hits = sum(d.get("prefix_cache_hits", 0.0) for d in self.engine_deltas)
         queries = sum(d.get("prefix_cache_queries", 0.0) for d in self.engine_deltas)
         s["engine_counters"] = {"prefix_cache_hits": hits, "prefix_cache_queries": queries,
-                                "preemptions": sum(d.get("preemptions", 0.0) for d in self.engine_deltas),
+                                "preemptions": preemptions,
                                 "per_worker": self.engine_deltas}
         per_request = not df.empty and all(
             res.cached_tokens is not None for res in self.results.values() if res.ok)
@@ -75,7 +76,6 @@ class LiveRun:
             s["prefix_reuse_ratio"] = hits / queries
         s["prefix_reuse_source"] = "per-request usage" if per_request else (
             "engine counters" if queries > 0 else "unavailable")
-        s["preemptions"] = int(s["engine_counters"]["preemptions"])
         s["kv_events"] = self.kv_event_stats
         if self.decode_urls:
             pre = [p.t_end_ms - p.t_send_ms for p in self.prefill_results.values() if p.ok]

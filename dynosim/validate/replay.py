@@ -35,11 +35,11 @@ from dynosim.engines.live.client import LiveClient
 from dynosim.engines.live.metrics import MetricsError, delta, scrape
 from dynosim.request import Request
 from dynosim.traces.mooncake import Trace
-from dynosim.validate.live_run import LiveRun, failure_reasons, measured_is_complete
+from dynosim.validate.live_run import LiveRun
 from dynosim.validate.live_workers import WORKER_OF_POOL, LiveLedger, LiveWorker, instant_link, warm_up_handoffs
 from dynosim.validate.prompts import PromptHasher
 
-__all__ = ["LiveReplay", "LiveRun", "failure_reasons", "measured_is_complete"]
+__all__ = ["LiveReplay"]
 
 
 class LiveReplay:

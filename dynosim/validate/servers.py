@@ -120,7 +120,7 @@ def start_server(name: str, spec: LaunchSpec, log_dir: Path, *, engine: str = "v
 
 async def wait_ready(servers: list[ServerProcess], model: str, timeout_s: float) -> None:
     """Wait until every server answers ``/health`` and lists ``model``; raise ``ServerError`` otherwise."""
-    from dynosim.engines.live.client import wait_healthy
+    from dynosim.engines.live.health import wait_healthy
 
     async def one(sp: ServerProcess) -> None:
         try:

@@ -212,7 +212,7 @@ async def check_endpoints(urls: list[str], decode_urls: list[str], model: str, o
     ``opts.connect_timeout_s``); a served model the endpoint does not list, or
     no ``--served-model-name`` for an endpoint serving several, a ``ValueError``.
     """
-    from dynosim.engines.live.client import EndpointError, served_models
+    from dynosim.engines.live.health import EndpointError, served_models
 
     answer_s = opts.idle_timeout_s or 30.0
     named = [("--endpoint", u) for u in urls] + [("--decode-endpoint", u) for u in decode_urls]
