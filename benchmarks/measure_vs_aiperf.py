@@ -51,7 +51,8 @@ from dynosim.config import RunConfig  # noqa: E402
 from dynosim.engines.mocker.config import MockerArgs  # noqa: E402
 from dynosim.validate.local_vllm import cache_dir, ensure_tiny_model, ensure_vllm_venv  # noqa: E402
 from dynosim.validate.servers import start_server, stop_all, wait_ready  # noqa: E402
-from dynosim.validate.workflow import ValidateOptions, launch_specs  # noqa: E402
+from dynosim.validate.live_deployment import launch_specs  # noqa: E402
+from dynosim.validate.workflow import ValidateOptions  # noqa: E402
 
 AIPERF_VERSION = "0.13.0"
 TARGET = 0.03

@@ -730,7 +730,7 @@ def test_disaggregated_pools_given_by_count_predict_the_models_hand_off(tmp_path
     hand-off as the model directory's KV shape (float32 on the CPU build) over tcp."""
     from dynosim.sim.simulation import simulate, summarize_state
     from dynosim.traces.mooncake import load_trace
-    from dynosim.validate.workflow import live_disagg, model_kv_shape
+    from dynosim.validate.live_deployment import live_disagg, model_kv_shape
 
     model = tmp_path / "m"
     model.mkdir()

@@ -132,7 +132,8 @@ def validate(
     from dynosim.router.policies import POLICIES
     from dynosim.traces.mooncake import load_trace
     from dynosim.validate.servers import ServerError
-    from dynosim.validate.workflow import ValidateOptions, check_attach_counts, live_disagg, validate as validate_api
+    from dynosim.validate.live_deployment import check_attach_counts, live_disagg
+    from dynosim.validate.workflow import ValidateOptions, validate as validate_api
 
     given = given_flags(ctx)
     if launch is None and not endpoint:
@@ -354,7 +355,8 @@ def calibrate(
     from dynosim.validate.calibrate import CalibrationError, CalibrationPlan, calibrate as calibrate_api, \
         write_profile
     from dynosim.validate.servers import ServerError, default_engine_python, start_server, stop_all, wait_ready
-    from dynosim.validate.workflow import ValidateOptions, launch_specs
+    from dynosim.validate.live_deployment import launch_specs
+    from dynosim.validate.workflow import ValidateOptions
 
     given = given_flags(ctx)
     idle_s = _idle_seconds(idle_timeout)
