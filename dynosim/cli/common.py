@@ -231,8 +231,37 @@ def _set_in(fields: dict, path: str) -> bool:
     return True
 
 
-def warn_overridden(given: dict[str, str], field_of: dict[str, str], file_fields: dict, config: Path) -> None:
-    """Say which given flags the --config file overrides (``field_of``: parameter name -> dotted config field)."""
+# which RunConfig field each deployment flag of `run` and `validate` sets (parameter name -> dotted field):
+# a flag the --config file also sets is overridden by the file, and that is said, never silent
+CONFIG_FIELD_OF = {
+    "workers": "workers", "router_mode": "router_mode", "num_gpu_blocks": "engine.num_gpu_blocks",
+    "block_size": "engine.block_size", "max_num_seqs": "engine.max_num_seqs",
+    "max_num_batched_tokens": "engine.max_num_batched_tokens", "timing": "engine.timing",
+    "timing_profile": "engine.timing_profile", "speedup_ratio": "engine.speedup_ratio",
+    "no_prefix_caching": "engine.enable_prefix_caching", "no_chunked_prefill": "engine.enable_chunked_prefill",
+    "preemption_mode": "engine.preemption_mode", "gpus_per_worker": "engine.gpus_per_worker",
+    "nextn": "engine.nextn", "nextn_accept_rates": "engine.nextn_accept_rates",
+    "admit_interval_ms": "engine.admit_interval_ms", "client_latency_ms": "engine.client_latency_ms",
+    "trace_block_size": "trace_block_size", "arrival_speedup": "arrival_speedup", "concurrency": "concurrency",
+    "router_temperature": "router.temperature", "kv_overlap_score_credit": "router.overlap_score_credit",
+    "router_prefill_load_scale": "router.prefill_load_scale", "no_router_kv_events": "router.kv_events",
+    "router_ttl": "router.ttl_s", "router_tie_break": "router.tie_break",
+    "router_queue_threshold": "router.queue_threshold", "router_queue_policy": "router.queue_policy",
+    "device_types": "router.device_types", "seed": "seed", "slo_ttft_ms": "slo.ttft_ms", "slo_itl_ms": "slo.itl_ms",
+    "prefill_workers": "disagg.prefill_workers", "decode_workers": "disagg.decode_workers",
+    "kv_transfer_link": "disagg.transfer.link", "kv_transfer_bandwidth": "disagg.transfer.bandwidth_gbps",
+    "kv_transfer_latency_ms": "disagg.transfer.latency_ms", "kv_transfer_contention": "disagg.transfer.contention",
+    "planner_target": "planner.optimization_target", "planner_predictor": "planner.predictor",
+    "planner_gpu_budget": "planner.max_gpu_budget", "planner_startup_s": "planner.startup_time_s",
+    "planner_max_replicas": "planner.max_replicas",
+    **{k: f"engine.hardware.{k}" for k in ("model", "system", "backend", "backend_version", "tp", "pp", "ep", "dp",
+                                           "weight_quant", "kv_quant", "gpu_memory_utilization")},
+}
+
+
+def warn_overridden(given: dict[str, str], file_fields: dict, config: Path) -> None:
+    """Say which given flags the --config file overrides."""
+    field_of = CONFIG_FIELD_OF
     over = [f"{flag} ({field_of[n]})" for n, flag in given.items() if n in field_of and _set_in(file_fields, field_of[n])]
     if over:
         warn(f"{config} also sets {', '.join(over)}: the file's values win")

@@ -58,30 +58,6 @@ def _profile_latencies(profile: str | None) -> dict:
     return {k: prof[k] for k in ("admit_interval_ms", "client_latency_ms") if k in prof}
 
 
-# which config field each `run` flag sets: a flag the --config file also sets is overridden (said, not silent)
-_FIELD_OF = {
-    "workers": "workers", "router_mode": "router_mode", "num_gpu_blocks": "engine.num_gpu_blocks",
-    "block_size": "engine.block_size", "max_num_seqs": "engine.max_num_seqs",
-    "max_num_batched_tokens": "engine.max_num_batched_tokens", "timing": "engine.timing",
-    "timing_profile": "engine.timing_profile", "speedup_ratio": "engine.speedup_ratio",
-    "no_prefix_caching": "engine.enable_prefix_caching", "no_chunked_prefill": "engine.enable_chunked_prefill",
-    "preemption_mode": "engine.preemption_mode", "gpus_per_worker": "engine.gpus_per_worker",
-    "nextn": "engine.nextn", "nextn_accept_rates": "engine.nextn_accept_rates",
-    "trace_block_size": "trace_block_size", "arrival_speedup": "arrival_speedup", "concurrency": "concurrency",
-    "router_temperature": "router.temperature", "kv_overlap_score_credit": "router.overlap_score_credit",
-    "router_prefill_load_scale": "router.prefill_load_scale", "no_router_kv_events": "router.kv_events",
-    "router_ttl": "router.ttl_s", "router_tie_break": "router.tie_break",
-    "router_queue_threshold": "router.queue_threshold", "router_queue_policy": "router.queue_policy",
-    "device_types": "router.device_types", "seed": "seed", "slo_ttft_ms": "slo.ttft_ms", "slo_itl_ms": "slo.itl_ms",
-    "prefill_workers": "disagg.prefill_workers", "decode_workers": "disagg.decode_workers",
-    "kv_transfer_link": "disagg.transfer.link", "kv_transfer_bandwidth": "disagg.transfer.bandwidth_gbps",
-    "kv_transfer_latency_ms": "disagg.transfer.latency_ms", "kv_transfer_contention": "disagg.transfer.contention",
-    "planner_target": "planner.optimization_target", "planner_predictor": "planner.predictor",
-    "planner_gpu_budget": "planner.max_gpu_budget", "planner_startup_s": "planner.startup_time_s",
-    "planner_max_replicas": "planner.max_replicas",
-    **{k: f"engine.hardware.{k}" for k in ("model", "system", "backend", "backend_version", "tp", "pp", "ep", "dp",
-                                           "weight_quant", "kv_quant", "gpu_memory_utilization")},
-}
 _TRANSFER_FLAGS = ("kv_transfer_link", "kv_transfer_bandwidth", "kv_transfer_latency_ms", "kv_transfer_contention")
 _PLANNER_FLAGS = ("planner_target", "planner_predictor", "planner_gpu_budget", "planner_startup_s",
                   "planner_max_replicas")
@@ -125,7 +101,7 @@ def check_run_flags(given: dict[str, str], cfg: RunConfig, file_fields: dict, co
         fail(f"--timing-profile has no effect with timing model {eng.timing} (profiles are read by "
              f"{', '.join(PROFILE_TIMINGS)})")
     if config is not None:
-        warn_overridden(given, _FIELD_OF, file_fields, config)
+        warn_overridden(given, file_fields, config)
 
 
 @app.command()

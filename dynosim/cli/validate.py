@@ -29,18 +29,6 @@ IdleTimeoutOpt = typer.Option(60.0, "--idle-timeout", metavar="S", rich_help_pan
                                    "as timed out; 0: no limit")
 
 
-# which RunConfig field each `validate` flag sets: a --config file that sets it too wins, and says so
-_VALIDATE_FIELD_OF = {
-    "workers": "workers", "router_mode": "router_mode", "no_router_kv_events": "router.kv_events", "seed": "seed",
-    "block_size": "engine.block_size", "num_gpu_blocks": "engine.num_gpu_blocks",
-    "max_num_seqs": "engine.max_num_seqs", "max_num_batched_tokens": "engine.max_num_batched_tokens",
-    "timing": "engine.timing", "timing_profile": "engine.timing_profile", "nextn": "engine.nextn",
-    "admit_interval_ms": "engine.admit_interval_ms", "client_latency_ms": "engine.client_latency_ms",
-    "trace_block_size": "trace_block_size", "arrival_speedup": "arrival_speedup",
-    "prefill_workers": "disagg.prefill_workers", "decode_workers": "disagg.decode_workers",
-    **{k: f"engine.hardware.{k}" for k in ("system", "backend", "backend_version", "weight_quant", "kv_quant",
-                                           "gpu_memory_utilization")},
-}
 _LAUNCH_FLAGS = ("device", "engine_python", "max_model_len", "base_port", "events_base_port", "no_match_kv_capacity",
                  "startup_timeout", "engine_arg", "prefill_workers", "decode_workers")
 _ATTACH_FLAGS = ("kv_events", "decode_endpoint")
@@ -229,7 +217,7 @@ def validate(
         except (ValueError, FileNotFoundError) as exc:
             fail(f"--timing-profile: {exc}")
     if config is not None:
-        warn_overridden(given, _VALIDATE_FIELD_OF, file_fields, config)
+        warn_overridden(given, file_fields, config)
     if not trace.exists():
         fail(f"trace not found: {trace}")
     try:
