@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dynosim.router.hints import AgentHints
 
 
 class RequestStatus(StrEnum):
@@ -30,7 +34,7 @@ class RequestStatus(StrEnum):
 class Request:
     __slots__ = (
         # identity and shape
-        "rid", "session", "turn", "line", "isl", "osl", "hash_ids", "seq_hashes", "priority", "hints",
+        "rid", "session", "turn", "line", "isl", "osl", "hash_ids", "seq_hashes", "priority", "hints", "agent",
         # lifecycle (virtual ms; nan until it happens)
         "arrival", "routed", "first_token", "last_token", "worker", "router_overlap", "router_score",
         # engine progress
@@ -40,7 +44,7 @@ class Request:
 
     def __init__(self, rid: int, isl: int, osl: int, hash_ids: tuple[int, ...], seq_hashes: list[int],
                  arrival: float, session: str = "", turn: int = 0, line: int = 0, priority: int = 0,
-                 hints: dict | None = None):
+                 hints: dict | None = None, agent: AgentHints | None = None):
         self.rid = rid
         self.session = session
         self.turn = turn
@@ -50,7 +54,8 @@ class Request:
         self.hash_ids = hash_ids
         self.seq_hashes = seq_hashes
         self.priority = priority
-        self.hints = hints if hints is not None else {}
+        self.hints = hints if hints is not None else {}   # the trace row's extra fields, raw
+        self.agent = agent   # its nvext.agent_hints, parsed once by the frontend (None: not parsed)
         self.arrival = arrival
         self.routed = math.nan
         self.first_token = math.nan

@@ -11,8 +11,8 @@ import pytest
 from dynosim.request import Request, RequestStatus
 from dynosim.router.active_load import ActiveLoad
 from dynosim.router.context import RoutingContext
-from dynosim.router.policies.thompson import (PARAM_DEFAULTS, ThompsonPolicy, iat_level, osl_level, parse_hints,
-                                              resolve_params)
+from dynosim.router.hints import AgentHints
+from dynosim.router.policies.thompson import PARAM_DEFAULTS, ThompsonPolicy, resolve_params
 from dynosim.router.router import Router
 
 BS = 16
@@ -55,22 +55,19 @@ def quiet(**params):
 
 # -- hints ------------------------------------------------------------------------------------------
 
-def test_hint_levels_and_raw_numbers():
-    assert [osl_level(v) for v in ("low", " High ", "MEDIUM")] == ["LOW", "HIGH", "MEDIUM"]
-    assert [osl_level(v) for v in (0, 255, 256, 1023, 1024, 5000, "300", 255.9)] == \
-        ["LOW", "LOW", "MEDIUM", "MEDIUM", "HIGH", "HIGH", "MEDIUM", "LOW"]
-    assert [iat_level(v) for v in (50, 99, 100, 499, 500, "750", "low")] == \
-        ["LOW", "LOW", "MEDIUM", "MEDIUM", "HIGH", "HIGH", "LOW"]
-    for bad in (None, "bogus", True, [], float("nan")):
-        assert osl_level(bad) == "MEDIUM" and iat_level(bad) == "MEDIUM"
-
-    h = parse_hints(hreq(7, prefix="run1-d0", total=12, osl=2048, iat="LOW", priority=3))
-    assert (h.prefix_id, h.total_requests, h.osl, h.iat, h.priority) == ("run1-d0", 12, "HIGH", "LOW", 3)
-    a, b = parse_hints(hreq(1)), parse_hints(hreq(2))
-    assert (a.total_requests, a.osl, a.iat, a.priority) == (1, "MEDIUM", "MEDIUM", 0)
-    assert a.prefix_id != b.prefix_id  # auto-unique
-    assert parse_hints(Request(3, 64, 4, (), [1], 0.0, hints={"nvext": "junk"})).total_requests == 1
-    assert parse_hints(hreq(4, total="5")).total_requests == 5
+def test_policy_reads_the_parsed_hints_and_parses_a_hand_built_request_itself():
+    """A frontend's request carries its hints parsed (``req.agent``): the policy reads them, not ``req.hints``.
+    A request built by hand (``agent`` None) has its ``req.hints`` parsed by the same ``AgentHints.parse``.
+    (Hint parsing itself is pinned in tests/test_agent_hints.py.)"""
+    pol = ThompsonPolicy(record=True)
+    parsed = hreq(0, prefix="raw", osl="LOW", iat="HIGH")
+    parsed.agent = AgentHints("parsed", 3, "HIGH", "LOW", 0)
+    route(pol, parsed, mkctx())
+    route(pol, hreq(1, prefix="raw", total=5, osl="LOW", iat="HIGH"), mkctx())
+    route(pol, hreq(2), mkctx())
+    d = pol.decisions_log
+    assert [(x["prefix_id"], x["reuse_budget"], x["osl"], x["iat"]) for x in d] == \
+        [("parsed", 2, "HIGH", "LOW"), ("raw", 4, "LOW", "HIGH"), ("auto-2", 0, "MEDIUM", "MEDIUM")]
 
 
 def test_router_reads_the_osl_hint_not_the_true_output_length():

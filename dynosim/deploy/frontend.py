@@ -26,6 +26,7 @@ from dynosim.clock import PRIO_ARRIVAL, Clock
 from dynosim.disagg.transfer import LinkState
 from dynosim.planner.planner import Traffic
 from dynosim.request import Request, RequestStatus
+from dynosim.router.hints import AgentHints
 from dynosim.router.router import Router
 from dynosim.traces.mooncake import Session, Trace
 
@@ -101,9 +102,11 @@ class Frontend:
         row = session.turns[turn_idx].row
         now = self.clock.now()
         seq = self.hasher.sequence_hashes(row.hash_ids, row.input_length)
-        req = Request(len(self.requests), row.input_length, row.output_length, row.hash_ids, seq, now,
-                      session=session.session_id, turn=turn_idx, line=row.line, priority=_priority(row),
-                      hints=row.extra)
+        rid = len(self.requests)
+        agent = AgentHints.parse(row.extra, rid)   # the one parse of this request's agent hints
+        req = Request(rid, row.input_length, row.output_length, row.hash_ids, seq, now,
+                      session=session.session_id, turn=turn_idx, line=row.line, priority=_priority(row, agent),
+                      hints=row.extra, agent=agent)
         self.requests.append(req)
         self._turn_of[req.rid] = (session, turn_idx)
         c = self.counters
@@ -174,7 +177,7 @@ class DisaggFrontend(Frontend):
 
     def _route_new(self, req: Request, now: float) -> None:
         twin = Request(req.rid, req.isl, 1, req.hash_ids, req.seq_hashes, now, session=req.session, turn=req.turn,
-                       line=req.line, priority=req.priority, hints=req.hints)
+                       line=req.line, priority=req.priority, hints=req.hints, agent=req.agent)
         self._pending[req.rid] = (twin, req)
         w = self.router.route(twin, now)
         if w is not None:
@@ -248,10 +251,6 @@ def _submit_released(released: list[tuple[Request, int]], workers: Sequence[Subm
         workers[w].submit(req)
 
 
-def _priority(row) -> int:
-    """Request priority: the row's ``priority`` or NAT-style ``nvext.agent_hints.priority``."""
-    if row.priority is not None:
-        return row.priority
-    hints = (row.extra.get("nvext") or {}).get("agent_hints") if isinstance(row.extra.get("nvext"), dict) else None
-    p = hints.get("priority") if isinstance(hints, dict) else None
-    return p if isinstance(p, int) and not isinstance(p, bool) else 0
+def _priority(row, agent: AgentHints) -> int:
+    """Request priority: the row's ``priority``, else its parsed NAT-style ``nvext.agent_hints.priority``."""
+    return row.priority if row.priority is not None else agent.priority

@@ -33,7 +33,7 @@ class Router:
         self.workers: list[int] = list(range(n_workers))
         self.rng = random.Random(seed)
         self.load = ActiveLoad(n_workers)
-        self.track_load = bool(getattr(self.policy, "uses_load", False)) or queue_threshold is not None
+        self.track_load = self.policy.uses_load or queue_threshold is not None
         self.indexer: KvIndexer | ApproxIndexer | None = None
         if self.policy.uses_overlap:
             self.indexer = KvIndexer(n_workers) if kv_events else \

@@ -1,8 +1,18 @@
-"""Routing policies, keyed by the names users type (``--router-mode``)."""
+"""Routing policies, keyed by the names users type (``--router-mode``).
+
+Owns the registry ``POLICIES`` (mode name -> policy class), its aliases, and the
+policy options check (``check_policy_options``: a key the named policy does not
+declare is an error naming the ones it takes). Each policy class declares the
+``RoutingPolicy`` class attributes (``base``): ``name``, ``uses_overlap``,
+``uses_load`` and ``options``. The Thompson router is three modules: the policy
+(``thompson``), its parameters (``thompson_params``) and the agent hints it reads
+(``dynosim.router.hints``).
+
+May import: numpy, ``dynosim.request`` and ``dynosim.router``. Never simpy, aiohttp,
+``dynosim.sim`` or ``dynosim.engines`` (``tests/test_house_rules.py``).
+"""
 
 from __future__ import annotations
-
-from typing import Callable
 
 from dynosim.router.policies.base import RoutingPolicy
 from dynosim.router.policies.direct import DirectPolicy
@@ -12,7 +22,8 @@ from dynosim.router.policies.random import RandomPolicy
 from dynosim.router.policies.round_robin import RoundRobinPolicy
 from dynosim.router.policies.thompson import ThompsonPolicy
 
-POLICIES: dict[str, Callable[..., RoutingPolicy]] = {
+# mode name -> policy class; each class declares name, uses_overlap, uses_load and options (``RoutingPolicy``)
+POLICIES: dict[str, type[RoutingPolicy]] = {
     "round-robin": RoundRobinPolicy,
     "random": RandomPolicy,
     "least-loaded": LeastLoadedPolicy,
@@ -41,7 +52,7 @@ def make_policy(name: str, seed: int = 0, **params: object) -> RoutingPolicy:
 
 def policy_options(name: str) -> tuple[str, ...]:
     """The option keys the named policy reads (its declared ``options``)."""
-    return tuple(getattr(POLICIES[canonical_mode(name)], "options", ()))
+    return POLICIES[canonical_mode(name)].options
 
 
 def check_policy_options(name: str, keys) -> None:

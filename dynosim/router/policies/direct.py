@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from dynosim.request import Request
 from dynosim.router.context import RoutingContext
 from dynosim.router.policies.base import StatelessPolicy
@@ -10,7 +12,7 @@ HINT_KEYS = ("worker_id", "backend_instance_id")
 
 
 class DirectPolicy(StatelessPolicy):
-    name = "direct"
+    name: ClassVar[str] = "direct"
 
     def __init__(self, seed: int = 0, **_: object):
         pass

@@ -14,15 +14,17 @@ normalised by their range.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from dynosim.request import Request
 from dynosim.router.context import RoutingContext, argmin_random, softmax_sample
 
 
 class KvPolicy:
-    name = "kv"
-    uses_overlap = True
-    uses_load = True
-    options = ("overlap_score_credit", "prefill_load_scale", "temperature", "tie_break", "track_active_blocks",
+    name: ClassVar[str] = "kv"
+    uses_overlap: ClassVar[bool] = True
+    uses_load: ClassVar[bool] = True
+    options: ClassVar[tuple[str, ...]] = ("overlap_score_credit", "prefill_load_scale", "temperature", "tie_break", "track_active_blocks",
                "assume_kv_reuse")
 
     def __init__(self, seed: int = 0, *, overlap_score_credit: float = 1.0, prefill_load_scale: float = 1.0,

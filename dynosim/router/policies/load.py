@@ -11,16 +11,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from dynosim.request import Request
 from dynosim.router.context import RoutingContext, argmin_random
 
 
 class _LoadPolicy:
-    uses_overlap = False
-    uses_load = True
-    options: tuple[str, ...] = ()
+    name: ClassVar[str]
+    uses_overlap: ClassVar[bool] = False
+    uses_load: ClassVar[bool] = True
+    options: ClassVar[tuple[str, ...]] = ()
 
     def on_first_token(self, req: Request, now: float) -> None:
         return None
@@ -30,7 +31,7 @@ class _LoadPolicy:
 
 
 class LeastLoadedPolicy(_LoadPolicy):
-    name = "least-loaded"
+    name: ClassVar[str] = "least-loaded"
 
     def __init__(self, seed: int = 0, **_: object):
         pass
@@ -41,7 +42,7 @@ class LeastLoadedPolicy(_LoadPolicy):
 
 
 class PowerOfTwoPolicy(_LoadPolicy):
-    name = "power-of-two-choices"
+    name: ClassVar[str] = "power-of-two-choices"
 
     def __init__(self, seed: int = 0, **_: object):
         pass
@@ -59,8 +60,8 @@ class PowerOfTwoPolicy(_LoadPolicy):
 
 
 class DeviceAwareWeightedPolicy(_LoadPolicy):
-    name = "device-aware-weighted"
-    options = ("device_types", "cuda_to_cpu_ratio")
+    name: ClassVar[str] = "device-aware-weighted"
+    options: ClassVar[tuple[str, ...]] = ("device_types", "cuda_to_cpu_ratio")
 
     def __init__(self, seed: int = 0, *, device_types: Sequence[str] | None = None, cuda_to_cpu_ratio: int = 8,
                  **_: object):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from dynosim.request import Request
 from dynosim.router.context import RoutingContext
 from dynosim.router.policies.base import StatelessPolicy
 
 
 class RandomPolicy(StatelessPolicy):
-    name = "random"
+    name: ClassVar[str] = "random"
 
     def __init__(self, seed: int = 0, **_: object):
         pass

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from dynosim.request import Request
 from dynosim.router.context import RoutingContext
 from dynosim.router.policies.base import StatelessPolicy
 
 
 class RoundRobinPolicy(StatelessPolicy):
-    name = "round-robin"
+    name: ClassVar[str] = "round-robin"
 
     def __init__(self, seed: int = 0, **_: object):
         self._next = 0

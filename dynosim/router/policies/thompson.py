@@ -9,15 +9,13 @@ Written from the behavioural description in ``shared/research/traces-and-thompso
   delayed feedback (reward from end-to-end ms per output token against
   hierarchical EMA baselines, timeouts swept on new arrivals).
 
-Hints come from the trace row as ``req.hints["nvext"]["agent_hints"]``::
-
-    {"prefix_id": str, "total_requests": int,
-     "osl": int tokens | "LOW"/"MEDIUM"/"HIGH", "iat": int ms | "LOW"/"MEDIUM"/"HIGH",
-     "priority": int}
-
-Missing hints take NAT's defaults: a unique ``auto-<rid>`` prefix id,
-``total_requests`` 1 (so no stickiness), OSL and IAT ``MEDIUM``. The router
-never looks at ``req.osl`` (the true output length), only at the OSL hint.
+Hints are the request's NAT agent hints, parsed once by the frontend into
+``req.agent`` (``dynosim.router.hints.AgentHints``: ``prefix_id``,
+``total_requests``, OSL and IAT levels, priority; NAT's defaults for missing
+ones: a unique ``auto-<rid>`` prefix id, ``total_requests`` 1 (so no stickiness),
+OSL and IAT ``MEDIUM``). A request built without a frontend (``req.agent`` None)
+has its ``req.hints`` parsed at selection. The router never looks at ``req.osl``
+(the true output length), only at the OSL hint.
 
 Per decision, for each candidate worker ``w`` (R = reuse budget after this
 request, f = IAT factor, o = overlap, ``last`` = the prefix's previous worker)::
@@ -29,10 +27,9 @@ request, f = IAT factor, o = overlap, ``last`` = the prefix's previous worker)::
            (floored at sticky_load_floor for the sticky worker when R > 0)
     w ~ softmax(s / clip(temp_base/(1+R·f), temp_min, temp_max))
 
-Parameters are named by their NAT ``config.yaml`` dotted paths (see
-``PARAM_DEFAULTS``); ``preset="tuned"`` (default) takes the optimized
-``config.yaml`` values, ``preset="original"`` the generalized CLI / PARAMETERS.md
-values.
+Parameters are named by their NAT ``config.yaml`` dotted paths; their defaults,
+the ``"tuned"`` / ``"original"`` presets and their validation are
+``thompson_params``.
 
 Randomness: three numpy Generators spawned from ``seed`` at construction (LinTS
 normals, Beta draws, the softmax draw), kept separate as the notes advise, so a
@@ -43,18 +40,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from dynosim.request import Request, RequestStatus
 from dynosim.router.context import RoutingContext, engine_metrics
+from dynosim.router.hints import AgentHints
+from dynosim.router.policies.thompson_params import PARAM_DEFAULTS, PRESETS, resolve_params
 
-LEVELS = ("LOW", "MEDIUM", "HIGH")
 DECODE_COST = {"LOW": 1.0, "MEDIUM": 2.0, "HIGH": 3.0}
 IAT_FACTOR = {"LOW": 1.5, "MEDIUM": 1.0, "HIGH": 0.6}  # the code's values (the README diagram says HIGH=2.0)
-OSL_CUTS = (256, 1024)   # raw output tokens: < 256 LOW, < 1024 MEDIUM, else HIGH
-IAT_CUTS = (100, 500)    # raw ms: < 100 LOW, < 500 MEDIUM, else HIGH
 PREFILL_BIN_CUTS = (0.25, 0.75)
 FEATURE_DIM = 9
 FEATURES = ("bias", "inv_load", "overlap", "affinity", "outstanding", "decode", "prefill", "iat", "reuse")
@@ -62,160 +58,7 @@ FEATURES = ("bias", "inv_load", "overlap", "affinity", "outstanding", "decode", 
 # LinTS numerics (fixed in NAT)
 _JITTER_START, _JITTER_MULT, _JITTER_MAX, _EIG_FLOOR = 1e-9, 10.0, 1e-3, 1e-10
 
-# dotted config path -> (orig. default, tuned config.yaml)
-PARAM_DEFAULTS: dict[str, tuple[Any, Any]] = {
-    "infrastructure.router_type": ("kv", "kv"),
-    "affinity.base": (0.30, 0.30),
-    "affinity.reuse_weight": (0.15, 0.08),
-    "affinity.iat_weight": (0.20, 0.20),
-    "affinity.sticky_load_floor": (0.70, 0.01),
-    "exploration.base_ts_weight": (0.10, 0.10),
-    "exploration.temperature.base": (1.0, 1.0),
-    "exploration.temperature.min": (0.15, 0.15),
-    "exploration.temperature.max": (2.0, 2.0),
-    "switching_cost.base": (0.20, 0.10),
-    "switching_cost.reuse_penalty": (0.08, 0.04),
-    "switching_cost.iat_penalty": (0.05, 0.03),
-    "load_balancing.queue_penalty_weight": (0.50, 1.50),
-    "load_balancing.gpu_penalty_weight": (1.00, 1.00),
-    "load_balancing.outstanding_work_weight": (0.45, 0.45),
-    "load_balancing.job_gpu_coupling_weight": (0.40, 0.40),
-    "load_balancing.job_queue_coupling_weight": (0.20, 0.20),
-    "prefill.token_scale": (1024.0, 1024.0),
-    "prefill.weight": (1.0, 1.0),
-    "lints.lambda": (1.0, 1.0),
-    "lints.v": (0.25, 0.25),
-    "lints.forget_rate": (0.995, 0.995),
-    "feedback.timeout_seconds": (120.0, 120.0),
-    "feedback.sweep_interval_seconds": (5.0, 5.0),
-    "feedback.timeout_reward": (0.0, 0.0),
-    "feedback.latency_ema_alpha": (0.2, 0.2),
-}
-
-# Accepted so a whole NAT config.yaml can be passed, but inert here: the overlap comes from the
-# simulator's indexer at the engine block size, workers are the simulator's, and debug traces
-# are replaced by ``record=True``.
-INERT_PARAMS = frozenset({"infrastructure.block_size", "infrastructure.min_workers",
-                          "debug.traces_enabled", "debug.trace_dir", "debug.buffer_size"})
-
-PRESETS = ("original", "tuned")
 VARIANTS = ("optimized", "generalized")
-
-
-# -- hints ------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AgentHints:
-    prefix_id: str
-    total_requests: int
-    osl: str        # LOW / MEDIUM / HIGH
-    iat: str        # LOW / MEDIUM / HIGH
-    priority: int
-
-
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, (int, float)):
-        return float(v) if math.isfinite(v) else None
-    if isinstance(v, str):
-        try:
-            x = float(v.strip())
-        except ValueError:
-            return None
-        return x if math.isfinite(x) else None
-    return None
-
-
-def _level(v: Any, cuts: tuple[float, float], default: str = "MEDIUM") -> str:
-    if isinstance(v, str) and v.strip().upper() in LEVELS:
-        return v.strip().upper()
-    x = _number(v)
-    if x is None:
-        return default
-    return "LOW" if x < cuts[0] else "MEDIUM" if x < cuts[1] else "HIGH"
-
-
-def osl_level(v: Any) -> str:
-    """OSL hint → level: a level name (any case), or raw tokens (<256 LOW, <1024 MEDIUM, else HIGH)."""
-    return _level(v, OSL_CUTS)
-
-
-def iat_level(v: Any) -> str:
-    """IAT hint → level: a level name (any case), or raw ms (<100 LOW, <500 MEDIUM, else HIGH)."""
-    return _level(v, IAT_CUTS)
-
-
-def agent_hints(req: Request) -> dict:
-    nvext = req.hints.get("nvext") if isinstance(req.hints, dict) else None
-    hints = nvext.get("agent_hints") if isinstance(nvext, dict) else None
-    return hints if isinstance(hints, dict) else {}
-
-
-def parse_hints(req: Request) -> AgentHints:
-    """The request's NAT agent hints with NAT's defaults for missing or malformed ones."""
-    h = agent_hints(req)
-    pid = h.get("prefix_id")
-    pid = str(pid) if pid is not None and str(pid) != "" else f"auto-{req.rid}"
-    tr = _number(h.get("total_requests"))
-    total = int(tr) if tr is not None else 1
-    pr = _number(h.get("priority"))
-    return AgentHints(pid, total, osl_level(h.get("osl")), iat_level(h.get("iat")), int(pr) if pr is not None else 0)
-
-
-# -- parameters -------------------------------------------------------------------------------------
-
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in params.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def resolve_params(preset: str = "tuned", params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults of ``preset`` overridden by ``params`` (dotted names, or nested dicts as in config.yaml)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown thompson preset {preset!r}; choose from {list(PRESETS)}")
-    col = PRESETS.index(preset)
-    out = {k: v[col] for k, v in PARAM_DEFAULTS.items()}
-    given = _flatten(params or {})
-    unknown = sorted(k for k in given if k not in PARAM_DEFAULTS and k not in INERT_PARAMS)
-    if unknown:
-        raise ValueError(f"unknown thompson router parameter(s): {', '.join(unknown)}; "
-                         f"known: {sorted(PARAM_DEFAULTS)}")
-    for k, v in given.items():
-        if k in INERT_PARAMS:
-            continue
-        if k == "infrastructure.router_type":
-            v = str(v).strip()
-            if v not in ("kv", "kv_load"):
-                raise ValueError(f"infrastructure.router_type must be 'kv' or 'kv_load', got {v!r}")
-        else:
-            x = _number(v)
-            if x is None:
-                raise ValueError(f"thompson parameter {k} must be a finite number, got {v!r}")
-            v = x
-        out[k] = v
-    p = out
-    if p["exploration.temperature.min"] <= 0 or p["exploration.temperature.min"] > p["exploration.temperature.max"]:
-        raise ValueError("need 0 < exploration.temperature.min <= exploration.temperature.max")
-    if p["exploration.temperature.base"] <= 0:
-        raise ValueError("exploration.temperature.base must be > 0")
-    if p["prefill.token_scale"] <= 0:
-        raise ValueError("prefill.token_scale must be > 0")
-    if p["lints.lambda"] <= 0 or p["lints.v"] < 0:
-        raise ValueError("need lints.lambda > 0 and lints.v >= 0")
-    if not 0 < p["lints.forget_rate"] <= 1:
-        raise ValueError("lints.forget_rate must be in (0, 1]")
-    if not 0 < p["feedback.latency_ema_alpha"] <= 1:
-        raise ValueError("feedback.latency_ema_alpha must be in (0, 1]")
-    if p["feedback.timeout_seconds"] <= 0 or p["feedback.sweep_interval_seconds"] < 0:
-        raise ValueError("need feedback.timeout_seconds > 0 and feedback.sweep_interval_seconds >= 0")
-    return out
 
 
 # -- the policy -------------------------------------------------------------------------------------
@@ -270,10 +113,10 @@ class ThompsonPolicy:
             (NAT's debug traces: scores, probabilities, contexts, baselines, rewards).
     """
 
-    name = "thompson"
-    uses_overlap = True
-    uses_load = True
-    options = ("variant", "preset", "params", "overlap_as_count", "zero_load_metrics", "post_decision_context",
+    name: ClassVar[str] = "thompson"
+    uses_overlap: ClassVar[bool] = True
+    uses_load: ClassVar[bool] = True
+    options: ClassVar[tuple[str, ...]] = ("variant", "preset", "params", "overlap_as_count", "zero_load_metrics", "post_decision_context",
                "metrics_interval_ms", "record")
 
     def __init__(self, seed: int = 0, *, variant: str = "optimized", preset: str = "tuned",
@@ -527,7 +370,7 @@ class ThompsonPolicy:
     def select(self, req: Request, ctx: RoutingContext) -> int:
         now = ctx.now
         self._sweep(now)
-        hints = parse_hints(req)
+        hints = req.agent if req.agent is not None else AgentHints.parse(req.hints, req.rid)
         R = self.consume_reuse_budget(hints.prefix_id, hints.total_requests)
         workers = list(ctx.workers)
         n = len(workers)
@@ -621,5 +464,4 @@ class ThompsonPolicy:
         return w
 
 
-__all__ = ["AgentHints", "PARAM_DEFAULTS", "ThompsonPolicy", "iat_level", "osl_level", "parse_hints",
-           "resolve_params"]
+__all__ = ["FEATURES", "PARAM_DEFAULTS", "PRESETS", "VARIANTS", "ThompsonPolicy", "prefill_bin", "resolve_params"]
