@@ -508,3 +508,43 @@ def test_calibrate_cli_bad_input():
     r = CliRunner().invoke(app, ["calibrate", "--endpoint", url, "--served-model-name", "m", "--quick",
                                  "--out", "x.yaml"])
     assert r.exit_code == 3 and "cannot reach the engine" in r.output
+
+
+def test_calibrate_modules_own_one_thing_and_reach_the_simulator_only_by_its_public_api():
+    """validate/calibrate is measuring, fitting and writing in separate modules, each saying what it owns; none
+    imports the simulator's internals (the burst fit runs ``dynosim.run``), only ``measure`` talks HTTP."""
+    import ast
+    from pathlib import Path
+
+    import dynosim.validate.calibrate as pkg
+
+    root = Path(pkg.__file__).parent
+    names = sorted(p.name for p in root.glob("*.py"))
+    assert names == ["__init__.py", "fit.py", "measure.py", "plan.py", "profile.py", "result.py"]
+    for path in root.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        assert len(ast.get_docstring(tree) or "") > 80, f"{path.name} does not say what it owns"
+        assert len(path.read_text().splitlines()) < 450, path.name
+        mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | \
+            {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not {m for m in mods if m.startswith(("dynosim.sim", "dynosim.api", "simpy"))}, path.name
+        if path.name not in ("measure.py", "__init__.py"):
+            assert not {m for m in mods if m.startswith(("aiohttp", "dynosim.engines.live"))}, path.name
+
+
+def test_burst_fit_runs_the_public_api(monkeypatch):
+    import dynosim
+
+    calls = []
+    real = dynosim.run
+
+    def spy(trace, **kw):
+        calls.append(kw["config"])
+        return real(trace, **kw)
+    monkeypatch.setattr(dynosim, "run", spy)
+    profile = {"prefill": {"new_tokens": [32, 512], "ms": [5.0, 30.0]},
+               "decode": {"active_kv_tokens": [100, 1000], "context_length": [100.0], "itl_ms": [[4.0], [6.0]]}}
+    pts = [PrefillBatchPoint(1, 128, [12.0]), PrefillBatchPoint(4, 128, [30.0])]
+    fit = fit_bursts(pts, profile, 32, admit_grid_ms=(0.0, 2.0), per_request_grid_ms=(1.0,))
+    assert len(calls) == 2 * 2 and {c.engine.admit_interval_ms for c in calls} == {0.0, 2.0}
+    assert set(fit["simulated"]) == {1, 4}

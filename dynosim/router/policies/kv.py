@@ -24,8 +24,8 @@ class KvPolicy:
     name: ClassVar[str] = "kv"
     uses_overlap: ClassVar[bool] = True
     uses_load: ClassVar[bool] = True
-    options: ClassVar[tuple[str, ...]] = ("overlap_score_credit", "prefill_load_scale", "temperature", "tie_break", "track_active_blocks",
-               "assume_kv_reuse")
+    options: ClassVar[tuple[str, ...]] = ("overlap_score_credit", "prefill_load_scale", "temperature", "tie_break",
+                                          "track_active_blocks", "assume_kv_reuse")
 
     def __init__(self, seed: int = 0, *, overlap_score_credit: float = 1.0, prefill_load_scale: float = 1.0,
                  temperature: float = 0.0, tie_break: str = "random", track_active_blocks: bool = True,

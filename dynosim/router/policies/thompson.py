@@ -116,8 +116,8 @@ class ThompsonPolicy:
     name: ClassVar[str] = "thompson"
     uses_overlap: ClassVar[bool] = True
     uses_load: ClassVar[bool] = True
-    options: ClassVar[tuple[str, ...]] = ("variant", "preset", "params", "overlap_as_count", "zero_load_metrics", "post_decision_context",
-               "metrics_interval_ms", "record")
+    options: ClassVar[tuple[str, ...]] = ("variant", "preset", "params", "overlap_as_count", "zero_load_metrics",
+                                          "post_decision_context", "metrics_interval_ms", "record")
 
     def __init__(self, seed: int = 0, *, variant: str = "optimized", preset: str = "tuned",
                  params: Mapping[str, Any] | None = None, overlap_as_count: bool | None = None,
