@@ -101,7 +101,9 @@ def compare(args, py: str, tmp: Path) -> int:
     if args.prefill_workers or args.decode_workers:
         # Llama-3.1-8B in bf16: 32 layers x K,V x 8 KV heads x 128 dims x 2 bytes
         kw["disagg"] = dict(prefill_workers=args.prefill_workers, decode_workers=args.decode_workers,
-                            bandwidth_gbps=args.kv_bandwidth, model="llama-3.1-8b", bytes_per_token=131_072)
+                            bandwidth_gbps=args.kv_bandwidth,
+                            model={"layers": 32, "kv_heads": 8, "head_dim": 128, "dtype": "bf16"},
+                            bytes_per_token=131_072)
     ours_extra, theirs_extra = None, {}
     if args.nextn:
         seed = 42 if args.mtp_seed is None else args.mtp_seed  # Dynamo's default, stated so both sides agree
