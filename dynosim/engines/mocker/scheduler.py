@@ -1,35 +1,37 @@
-"""vLLM-v1-style scheduler of one mocker engine, on a logical clock.
+"""vLLM-v1-style scheduler of one mocker engine, on a logical clock (implements ``contract.Scheduler``).
 
-``step()`` runs one scheduler pass at once and returns its duration; the
-caller (the simulator's worker, or a test) owns time. A pass:
+Owns the request queues (``waiting``, ``running``), the pass's decision and its application. As in
+vLLM v1 (``Scheduler.schedule()`` → ``SchedulerOutput``, then ``update_from_output()``), a pass is
 
-1. schedules running requests first, in order: a decode costs one token of
-   the ``max_num_batched_tokens`` budget, an unfinished prompt continues as a
-   chunk of what is left of the budget; KV blocks are allocated up to the new
-   position and, when the pool is full, the newest running request is
-   preempted (LIFO, or the oldest with FIFO) and retried until it fits;
-2. admits waiting requests (only if nothing was preempted in this pass and
-   while fewer than ``max_num_seqs`` run), reusing their longest cached prefix;
-3. lasts ``prefill_ms(batch, mean isl, mean prefix) + decode_ms(active KV,
-   mean context)``, divided by the speed-up ratios, or, for a ``whole_pass``
-   timing model (``aic``, ``roofline``), ``pass_ms(prefilling requests, new
-   prefill tokens, decoding requests, their summed context)``: one iteration
-   priced as the database prices it; every request whose prompt is complete
-   emits one token at the end of the pass.
+``schedule() -> SchedulePlan``: who runs and how many tokens each computes, who is preempted,
+admitted or failed. KV blocks are allocated here, through the block manager
+(``block_manager.KvBlockManager``), because the decision depends on them:
 
-Speculative decoding (``nextn`` > 0, Dynamo's ``aic_nextn``): every emitting
-request drafts ``nextn`` tokens; draft k is accepted with probability
-``accept_rates[k]`` if all before it were (a chain drawn from the worker's
-seeded generator, in running order), so a request emits 1 + accepted tokens,
-capped at what its output has left, all at the pass end. It still costs one
-token of the pass budget, reserves KV for the drafts, and, as in Dynamo's vLLM
-mocker, a request whose prefill ends in the pass joins that pass's decode term
-and a prefix-cache hit gives up its last block (recomputed for verification).
+1. running requests first, in order: a decode costs one token of the ``max_num_batched_tokens``
+   budget, an unfinished prompt continues as a chunk of what is left of the budget; blocks are
+   allocated up to the new position and, when the pool is full, the newest running request is
+   preempted (LIFO, or the oldest with FIFO) and the allocation retried until it fits;
+2. waiting requests are admitted (only if nothing was preempted in this pass and while fewer than
+   ``max_num_seqs`` run), reusing their longest cached prefix (capped by the block manager).
 
-``uniform_run()`` tells how many next passes are pure decode steps that change
-nothing but token counts (no allocation, no completion, no admission); the
-simulator fast-forwards over them with ``advance_uniform()``. Both paths give
-the same results as stepping pass by pass.
+``apply(plan) -> PassResult``: prices the pass with the timing model, emits tokens and completes
+requests. It lasts ``prefill_ms(batch, mean isl, mean prefix) + decode_ms(active KV, mean context)``,
+divided by the speed-up ratios, or, for a ``whole_pass`` timing model (``aic``, ``roofline``),
+``pass_ms(prefilling requests, new prefill tokens, decoding requests, their summed context)``: one
+iteration priced as the database prices it; every request whose prompt is complete emits one token
+at the end of the pass. ``step()`` is ``apply(schedule())``.
+
+Speculative decoding (``nextn`` > 0, Dynamo's ``aic_nextn``): every emitting request drafts
+``nextn`` tokens; draft k is accepted with probability ``accept_rates[k]`` if all before it were (a
+chain drawn from the worker's seeded generator, in running order), so a request emits 1 + accepted
+tokens, capped at what its output has left, all at the pass end. It still costs one token of the
+pass budget, reserves KV for the drafts, and, as in Dynamo's vLLM mocker, a request whose prefill
+ends in the pass joins that pass's decode term and a prefix-cache hit gives up its last block
+(recomputed for verification).
+
+``uniform_run()`` tells how many next passes are pure decode steps that change nothing but token
+counts (no allocation, no completion, no admission); the simulator fast-forwards over them with
+``advance_uniform()``. Both paths give the same results as stepping pass by pass.
 """
 
 from __future__ import annotations
@@ -39,12 +41,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dynosim.engines.mocker.block_manager import KvBlockManager
 from dynosim.engines.mocker.config import MockerArgs
+from dynosim.engines.mocker.contract import PassResult
 from dynosim.engines.mocker.kv_cache import EventSink, KvCache
 from dynosim.engines.mocker.timing import TimingModel, timing_for
 from dynosim.request import Request, RequestStatus
 
-_OUTPUT_BLOCK_TAG = 1 << 63
+__all__ = ["PassResult", "SchedulePlan", "VllmScheduler"]
 
 
 def _ns(ms: float) -> float:
@@ -53,16 +57,21 @@ def _ns(ms: float) -> float:
 
 
 @dataclass(slots=True)
-class PassResult:
-    duration_ms: float
-    emitted: list[Request] = field(default_factory=list)    # got one token at pass end
-    tokens: list[int] | None = None  # speculative decoding: tokens each emitted request got (None: one each)
-    completed: list[Request] = field(default_factory=list)  # emitted their last token
+class SchedulePlan:
+    """What one pass does, decided (and its KV allocated) by ``schedule()``, before ``apply()`` prices it.
+
+    ``scheduled`` and ``num_tokens`` are parallel: the requests that compute tokens in the pass
+    (running ones first, then the admitted ones, in running order) and how many each. Every
+    scheduled request's ``computed`` already counts its tokens (as vLLM advances
+    ``num_computed_tokens`` when it schedules).
+    """
+
+    scheduled: list[Request] = field(default_factory=list)
+    num_tokens: list[int] = field(default_factory=list)
+    preempted: list[Request] = field(default_factory=list)  # back to waiting, their blocks freed
+    admitted: list[Request] = field(default_factory=list)   # waiting → running in this pass
     failed: list[Request] = field(default_factory=list)     # can never fit in this engine
-    preempted: int = 0
-    prefill_tokens: int = 0
-    scheduled_tokens: int = 0  # budget used; a pass can take 0 ms yet make progress (e.g. output recompute)
-    scheduled_requests: int = 0  # requests scheduled in the pass (running ones that got budget, plus admitted)
+    budget_used: int = 0                                    # tokens of max_num_batched_tokens taken
 
 
 class VllmScheduler:
@@ -73,7 +82,8 @@ class VllmScheduler:
         first token costs a decode step (as Dynamo's mocker: its replay's TTFT agrees within 0.3%).
         Prefill workers need no role: their requests ask for one token. ``spec_seed``: the seed of
         speculative-decoding acceptance draws (default ``args.mtp_seed``; the simulator gives worker w
-        ``mtp_seed + w``, as Dynamo)."""
+        ``mtp_seed + w``, as Dynamo). ``sink``: where the KV cache reports its ``KvEvent``s (only
+        with prefix caching)."""
         if role not in ("aggregated", "prefill", "decode"):
             raise ValueError(f"unknown worker role {role!r}")
         self.role = role
@@ -90,17 +100,26 @@ class VllmScheduler:
             if self.nextn else None
         self.drafted = 0
         self.accepted = 0
-        self.kv = KvCache(args.num_gpu_blocks, args.block_size, sink if args.enable_prefix_caching else None)
         self.bs = args.block_size
+        pool = KvCache(args.num_gpu_blocks, args.block_size, sink if args.enable_prefix_caching else None)
+        self.kv_manager = KvBlockManager(pool, args.block_size, args.enable_prefix_caching, self.nextn)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.total_kv_tokens = args.num_gpu_blocks * args.block_size
         self.speed = args.speedup_ratio
         self.decode_speed = args.speedup_ratio * args.decode_speedup_ratio
         self.lifo = args.preemption_mode == "lifo"
-        self.prefix_caching = args.enable_prefix_caching
         self.num_preemptions = 0
         self.passes = 0
+
+    @property
+    def kv(self) -> KvCache:
+        """The block pool under the block manager."""
+        return self.kv_manager.kv
+
+    @kv.setter
+    def kv(self, pool: KvCache) -> None:  # tests swap in an instrumented pool
+        self.kv_manager.kv = pool
 
     # -- queue --------------------------------------------------------------
     def add(self, req: Request) -> None:
@@ -111,57 +130,9 @@ class VllmScheduler:
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
 
-    # -- allocation -----------------------------------------------------------
-    def _block_hash(self, req: Request, j: int) -> int:
-        """Identity of ``req``'s block j once full: its prompt hash, else a private output id."""
-        if j < len(req.seq_hashes) and self.args.enable_prefix_caching:
-            return req.seq_hashes[j]
-        return _OUTPUT_BLOCK_TAG | (req.rid << 24) | j
-
-    def _allocate(self, req: Request, target_tokens: int) -> bool:
-        """Grow ``req``'s blocks to hold ``target_tokens``; False if the pool is full.
-
-        A block becomes a shared, hash-addressed block only once all its tokens
-        are computed; until then it is the request's private partial block.
-        """
-        bs = self.bs
-        blocks = req.blocks
-        if (len(blocks) + 1) * bs > target_tokens and (req.partial or len(blocks) * bs >= target_tokens):
-            return True  # the last block already has room (every decode step but one in bs)
-        kv = self.kv
-        n_prompt_full = len(req.seq_hashes) if self.prefix_caching else 0
-        while True:
-            j = len(blocks)
-            if (j + 1) * bs <= target_tokens:
-                if req.partial:
-                    h = self._block_hash(req, j)
-                    kv.promote_partial(h, blocks[-1] if blocks else None)
-                    blocks.append(h)
-                    req.partial = False
-                    continue
-                if j < n_prompt_full:
-                    upto = min(target_tokens // bs, n_prompt_full)
-                    hashes = req.seq_hashes[j:upto]
-                else:
-                    hashes = [self._block_hash(req, j)]
-                got = kv.acquire(hashes, blocks[-1] if blocks else None)
-                blocks.extend(hashes[:got])
-                if got < len(hashes):
-                    return False
-                continue
-            if j * bs < target_tokens and not req.partial:
-                if not kv.acquire_partial():
-                    return False
-                req.partial = True
-            return True
-
     def _free(self, req: Request) -> None:
-        if req.partial:
-            self.kv.release_partial()
-            req.partial = False
-        if req.blocks:
-            self.kv.release(req.blocks)
-            req.blocks = []
+        """Give back every KV block ``req`` holds (preempted, completed, or not admitted after all)."""
+        self.kv_manager.free(req)
 
     def _preempt(self, victim: Request) -> None:
         self._free(victim)
@@ -174,120 +145,114 @@ class VllmScheduler:
     # -- one pass -------------------------------------------------------------
     def step(self) -> PassResult:
         """Run one scheduler pass; token times are the caller's ``now + duration``."""
-        self.passes += 1
-        bs = self.bs
-        budget = self.args.max_num_batched_tokens
-        running = self.running
-        kv = self.kv
-        preempted = 0
-        batch = 0
-        total_isl = 0
-        total_prefix = 0
+        return self.apply(self.schedule())
 
-        # FIFO victims were scheduled earlier in this pass: what they took, to undo it
-        done_here: dict[int, tuple[int, int, int]] | None = None if self.lifo else {}
-        i = 0
+    def schedule(self) -> SchedulePlan:
+        """Decide the next pass: schedule running requests, then admit waiting ones; allocates their KV."""
+        plan = SchedulePlan([], [], [], [], [])  # (the lists given: no default factories on the hot path)
+        budget = self._schedule_running(plan, self.args.max_num_batched_tokens)
+        if not plan.preempted and self.waiting:
+            budget = self._schedule_waiting(plan, budget)
+        plan.budget_used = self.args.max_num_batched_tokens - budget
+        return plan
+
+    def _schedule_running(self, plan: SchedulePlan, budget: int) -> int:
+        """Give running requests their tokens in order, preempting when KV runs out; returns the budget left."""
+        running = self.running
+        allocate = self.kv_manager.allocate_slots
+        scheduled, num_tokens, preempted = plan.scheduled, plan.num_tokens, plan.preempted
+        fifo = not self.lifo
+        i = 0  # running[:i] are exactly the requests scheduled so far, in order
         while i < len(running) and budget > 0:
             req = running[i]
             remaining = req.isl + req.generated - req.computed
             n = remaining if remaining < budget else budget
             target = req.computed + n
-            current_preempted = False
-            while not self._allocate(req, target + self._lookahead(req, target) if self.nextn else target):
-                victim = running.pop() if self.lifo else running.pop(0)
+            while not allocate(req, target):
+                victim = running.pop(0) if fifo else running.pop()
                 self._preempt(victim)
-                preempted += 1
+                preempted.append(victim)
                 if victim is req:
-                    current_preempted = True
-                    break
-                if done_here is not None:
+                    break  # it preempted itself: the next request now sits at index i (with LIFO there is none)
+                if fifo:  # the oldest was scheduled first in this pass: give back its budget
                     i -= 1
-                    n_v, isl_v, prefix_v = done_here.pop(id(victim))
-                    budget += n_v
-                    if isl_v:
-                        batch -= 1
-                        total_isl -= isl_v
-                        total_prefix -= prefix_v
-            if current_preempted:
-                continue  # the next request now sits at index i (with LIFO there is none)
-            prompt_before = min(req.computed, req.isl)
-            prompt_now = min(target, req.isl) - prompt_before
-            if prompt_now > 0:
-                batch += 1
-                total_isl += prompt_before + prompt_now
-                total_prefix += prompt_before
-            if done_here is not None:
-                done_here[id(req)] = (n, prompt_before + prompt_now, prompt_before) if prompt_now > 0 else (n, 0, 0)
-            req.computed = target
-            budget -= n
-            i += 1
-
-        failed: list[Request] = []
-        n_before_admission = len(running)
-        if preempted == 0:
-            waiting = self.waiting
-            max_seqs = self.args.max_num_seqs
-            capacity = self.args.num_gpu_blocks
-            while waiting and len(running) < max_seqs and budget > 0:
-                req = waiting[0]
-                seq_len = req.seq_len
-                need_blocks = -(-seq_len // bs)
-                if need_blocks > capacity and not req.admitted:
-                    waiting.popleft()
-                    req.fail(f"needs {need_blocks} KV blocks, engine holds {capacity}")
-                    failed.append(req)
-                    continue
-                cached = 0
-                active_hits = 0
-                if self.args.enable_prefix_caching and req.seq_hashes:
-                    hit, active_hits = kv.match_prefix_split(req.seq_hashes)
-                    if req.generated < req.osl:
-                        cap = (seq_len - 1) // bs
-                        if hit > cap:
-                            hit = cap
-                            active_hits = min(active_hits, cap)
-                    if self.nextn and hit > 0:
-                        # with drafting, Dynamo 1.6.1 recomputes the last matched block (the verify pass needs it)
-                        hit -= 1
-                        active_hits = min(active_hits, hit)
-                    cached = min(hit * bs, seq_len)
-                if need_blocks - active_hits > capacity - kv.num_active:
-                    break  # head-of-line: wait until enough blocks are released
-                prompt_before = min(cached, req.isl)
-                if not self.args.enable_chunked_prefill and req.isl - prompt_before > budget:
-                    if not running:
-                        # Even a whole idle pass cannot take this prompt: it would block the queue forever.
-                        waiting.popleft()
-                        req.fail(f"prompt needs {req.isl - prompt_before} tokens in one pass, "
-                                 f"max_num_batched_tokens is {self.args.max_num_batched_tokens} "
-                                 "(chunked prefill disabled)")
-                        failed.append(req)
-                        continue
-                    break
-                n = min(seq_len - cached, budget)
-                target = cached + n
-                if not self._allocate(req, target + self._lookahead(req, target) if self.nextn else target):
-                    self._free(req)
-                    break
-                waiting.popleft()
-                if not req.admitted:
-                    req.admitted = True
-                    req.first_reused = min(cached, req.isl)
-                if cached > req.reused:
-                    req.reused = min(cached, req.isl)
-                req.status = RequestStatus.RUNNING
-                running.append(req)
-                prompt_now = min(target, req.isl) - prompt_before
-                if prompt_now > 0:
-                    batch += 1
-                    total_isl += prompt_before + prompt_now
-                    total_prefix += prompt_before
+                    scheduled.pop(0)
+                    budget += num_tokens.pop(0)
+            else:
                 req.computed = target
+                scheduled.append(req)
+                num_tokens.append(n)
                 budget -= n
+                i += 1
+        return budget
 
-        result = PassResult(0.0, preempted=preempted, failed=failed,
-                            scheduled_tokens=self.args.max_num_batched_tokens - budget,
-                            scheduled_requests=i + len(running) - n_before_admission)
+    def _schedule_waiting(self, plan: SchedulePlan, budget: int) -> int:
+        """Admit waiting requests, head first, while they fit; returns the budget left."""
+        waiting, running = self.waiting, self.running
+        manager = self.kv_manager
+        kv = manager.kv
+        bs = self.bs
+        args = self.args
+        max_seqs = args.max_num_seqs
+        capacity = args.num_gpu_blocks
+        while waiting and len(running) < max_seqs and budget > 0:
+            req = waiting[0]
+            seq_len = req.seq_len
+            need_blocks = -(-seq_len // bs)
+            if need_blocks > capacity and not req.admitted:
+                waiting.popleft()
+                req.fail(f"needs {need_blocks} KV blocks, engine holds {capacity}")
+                plan.failed.append(req)
+                continue
+            cached, active_hits = manager.get_computed_blocks(req)
+            if need_blocks - active_hits > capacity - kv.num_active:
+                break  # head-of-line: wait until enough blocks are released
+            prompt_before = min(cached, req.isl)
+            if not args.enable_chunked_prefill and req.isl - prompt_before > budget:
+                if not running:
+                    # Even a whole idle pass cannot take this prompt: it would block the queue forever.
+                    waiting.popleft()
+                    req.fail(f"prompt needs {req.isl - prompt_before} tokens in one pass, "
+                             f"max_num_batched_tokens is {args.max_num_batched_tokens} "
+                             "(chunked prefill disabled)")
+                    plan.failed.append(req)
+                    continue
+                break
+            n = min(seq_len - cached, budget)
+            target = cached + n
+            if not manager.allocate_slots(req, target):
+                self._free(req)
+                break
+            waiting.popleft()
+            if not req.admitted:
+                req.admitted = True
+                req.first_reused = prompt_before
+            if cached > req.reused:
+                req.reused = prompt_before
+            req.status = RequestStatus.RUNNING
+            running.append(req)
+            req.computed = target
+            plan.scheduled.append(req)
+            plan.num_tokens.append(n)
+            plan.admitted.append(req)
+            budget -= n
+        return budget
+
+    def apply(self, plan: SchedulePlan) -> PassResult:
+        """Carry out a scheduled pass: price it, emit every computed request's token(s), complete them."""
+        self.passes += 1
+        result = PassResult(0.0, preempted=len(plan.preempted), failed=plan.failed,
+                            scheduled_tokens=plan.budget_used, scheduled_requests=len(plan.scheduled))
+        # the prompt tokens of the pass: requests whose prompt advanced, and where it stood before
+        batch = total_isl = total_prefix = 0
+        for req, n in zip(plan.scheduled, plan.num_tokens):
+            isl = req.isl
+            target = req.computed
+            before = target - n
+            if before < isl and n:
+                batch += 1
+                total_isl += target if target < isl else isl
+                total_prefix += before
         prefill_ms = 0.0
         if batch and not self._prefill_free:
             result.prefill_tokens = total_isl - total_prefix
@@ -321,35 +286,33 @@ class VllmScheduler:
         elif n_dec:
             decode_ms = _ns(self.timing.decode_ms(ctx_sum, ctx_sum / n_dec, self.total_kv_tokens) / self.decode_speed)
         if emitted:
-            completed = result.completed
-            burst = self._draw_bursts(emitted) if spec else None
-            result.tokens = burst
-            for i, req in enumerate(emitted):
-                if burst is not None and burst[i] > 1:
-                    req.generated += burst[i]
-                    req.computed += burst[i] - 1
-                else:
-                    req.generated += 1
-                if req.generated >= req.osl:
-                    completed.append(req)
-            if completed:
-                done = set(map(id, completed))
-                self.running = [r for r in self.running if id(r) not in done]
-                for req in completed:
-                    self._free(req)
-                    req.status = RequestStatus.DONE
+            self._emit(result)
         if self._pass_overhead_ms and prefill_ms and decode_ms:
             decode_ms -= min(self._pass_overhead_ms, prefill_ms, decode_ms)
         result.duration_ms = prefill_ms + decode_ms
         return result
 
-    # -- speculative decoding ----------------------------------------------------
-    def _lookahead(self, req: Request, target: int) -> int:
-        """KV room for the drafts of a request whose sequence is complete after this pass."""
-        if target < req.isl + req.generated:
-            return 0
-        return max(0, min(self.nextn, req.osl - req.generated - 1))
+    def _emit(self, result: PassResult) -> None:
+        """Each emitted request gets its token(s); those that reach their output length complete."""
+        emitted, completed = result.emitted, result.completed
+        burst = self._draw_bursts(emitted) if self.nextn > 0 else None
+        result.tokens = burst
+        for i, req in enumerate(emitted):
+            if burst is not None and burst[i] > 1:
+                req.generated += burst[i]
+                req.computed += burst[i] - 1
+            else:
+                req.generated += 1
+            if req.generated >= req.osl:
+                completed.append(req)
+        if completed:
+            done = set(map(id, completed))
+            self.running = [r for r in self.running if id(r) not in done]
+            for req in completed:
+                self._free(req)
+                req.status = RequestStatus.DONE
 
+    # -- speculative decoding ----------------------------------------------------
     def _draw_bursts(self, emitted: list[Request]) -> list[int]:
         """Tokens each emitting request gets: 1 + the accepted prefix of its drafts, capped by its output left."""
         draws = self._spec_rng.random((len(emitted), self.nextn)) < self._rates
@@ -379,7 +342,7 @@ class VllmScheduler:
             seq_len = req.isl + req.generated
             if req.computed != seq_len - 1 or req.computed < req.isl:
                 return 0
-            room = (len(req.blocks) + req.partial) * bs - seq_len + 1
+            room = (len(req.blocks) + req.partial) * bs - seq_len + 1  # KvBlockManager.slots(req), inlined
             left = req.osl - req.generated - 1
             m = room if room < left else left
             if m < k:
@@ -403,12 +366,9 @@ class VllmScheduler:
         """
         self.passes += c
         bs = self.bs
+        seal = self.kv_manager.seal_filled_partial
         for req in self.running:
             req.computed += c
             req.generated += c
-            # The stretch's last pass may fill the partial block exactly; stepping promotes it then.
-            if req.partial and req.computed == (len(req.blocks) + 1) * bs:
-                h = self._block_hash(req, len(req.blocks))
-                self.kv.promote_partial(h, req.blocks[-1] if req.blocks else None)
-                req.blocks.append(h)
-                req.partial = False
+            if req.partial and req.computed == (len(req.blocks) + 1) * bs:  # rare: filled exactly
+                seal(req)
