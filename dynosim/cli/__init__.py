@@ -1,6 +1,6 @@
 """Command line: thin wrappers that parse, call the library, print and save.
 
-One module per group of commands (``run``, ``traces``, ``validate``, ``sweep``,
+One module per group of commands (``run``, ``traces``, ``validate``, ``calibrate``, ``sweep``,
 ``hardware``, ``report``);
 importing this package registers them all on ``app``.
 
@@ -16,6 +16,7 @@ from dynosim.cli.app import app, trace_app
 from dynosim.cli import run  # noqa: F401,E402
 from dynosim.cli import traces  # noqa: F401,E402
 from dynosim.cli import validate  # noqa: F401,E402
+from dynosim.cli import calibrate  # noqa: F401,E402
 from dynosim.cli import sweep  # noqa: F401,E402
 from dynosim.cli import hardware  # noqa: F401,E402
 from dynosim.cli import report  # noqa: F401,E402

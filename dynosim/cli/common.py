@@ -294,3 +294,14 @@ def hardware_section(model: str | None, system: str | None, backend: str | None 
 def accept_rates(text: str | None) -> list[float] | None:
     rates = float_list(text, "--nextn-accept-rates")
     return rates if rates is not None else None
+
+
+IdleTimeoutOpt = typer.Option(60.0, "--idle-timeout", metavar="S", rich_help_panel=P_LIVE,
+                              help="a stream silent this long (between chunks, or before its first) fails "
+                                   "as timed out; 0: no limit")
+
+
+def idle_seconds(value: float) -> float | None:
+    if not value >= 0 or value == float("inf"):
+        fail(f"--idle-timeout must be a number of seconds >= 0 (0: no limit), got {value}")
+    return value or None
