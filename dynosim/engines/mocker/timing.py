@@ -109,7 +109,7 @@ class FixedTiming:
         return np.full(len(active_kv_tokens), self.decode)
 
 
-def _interp1_extrap(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
+def interp1_extrap(x: float, xs: np.ndarray, ys: np.ndarray) -> float:
     """Piecewise-linear interpolation that extrapolates from the end segments."""
     n = len(xs)
     if n == 1:
@@ -170,16 +170,16 @@ class InterpolatedTiming:
         if t <= 0:
             return 0.0
         extra = self.prefill_per_request_ms * (batch_size - 1) if batch_size > 1 else 0.0
-        return max(0.0, _interp1_extrap(t, self.prefill_tokens, self.prefill_ms_table)) + extra
+        return max(0.0, interp1_extrap(t, self.prefill_tokens, self.prefill_ms_table)) + extra
 
     def decode_ms(self, active_kv_tokens: int, mean_ctx: float, total_kv_tokens: int) -> float:
         kv, ctx, z = self.decode_kv_tokens, self.decode_ctx, self.decode_itl
         if len(ctx) == 1:
-            return max(DECODE_FLOOR_MS, _interp1_extrap(active_kv_tokens, kv, z[:, 0]))
+            return max(DECODE_FLOOR_MS, interp1_extrap(active_kv_tokens, kv, z[:, 0]))
         j = min(max(int(np.searchsorted(ctx, mean_ctx, side="right")) - 1, 0), len(ctx) - 2)
         wc = (mean_ctx - ctx[j]) / (ctx[j + 1] - ctx[j])
         col = z[:, j] + wc * (z[:, j + 1] - z[:, j])
-        return max(DECODE_FLOOR_MS, _interp1_extrap(active_kv_tokens, kv, col))
+        return max(DECODE_FLOOR_MS, interp1_extrap(active_kv_tokens, kv, col))
 
     def decode_ms_vec(self, active_kv_tokens: np.ndarray, mean_ctx: np.ndarray, total_kv_tokens: int) -> np.ndarray:
         return np.array([self.decode_ms(float(a), float(c), total_kv_tokens)

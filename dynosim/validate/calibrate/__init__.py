@@ -16,7 +16,7 @@ polynomial --timing-profile FILE`` (least-squares quadratics) both accept.
 May import: aiohttp, numpy, pydantic, yaml, ``dynosim.engines.live`` (the client and metrics; ``measure``
 only), ``dynosim.traces``, the simulator only through its public entry point (``dynosim.run``,
 ``dynosim.RunConfig``, ``dynosim.MockerArgs``; ``fit`` only) and one engine-model helper
-(``dynosim.engines.mocker.timing._interp1_extrap``, ``fit.per_request_prefill_ms``).
+(``dynosim.engines.mocker.timing.interp1_extrap``, ``fit.per_request_prefill_ms``).
 """
 
 from __future__ import annotations

@@ -58,12 +58,12 @@ def per_request_prefill_ms(points: list[PrefillBatchPoint], tokens: np.ndarray, 
     through the origin, of the residual over the lone prompt's residual against
     k - 1; negative fits (no per-request cost visible) give 0.
     """
-    from dynosim.engines.mocker.timing import _interp1_extrap
+    from dynosim.engines.mocker.timing import interp1_extrap
 
     pts = [p for p in points if p.mean_ttft_ms]
     if len(pts) < 2 or not any(p.batch > 1 for p in pts):
         return None
-    resid = {p.batch: p.ms - _interp1_extrap(p.batch * p.length, tokens, ms) for p in pts}
+    resid = {p.batch: p.ms - interp1_extrap(p.batch * p.length, tokens, ms) for p in pts}
     base = resid.get(1, 0.0)
     num = sum((k - 1) * (r - base) for k, r in resid.items())
     den = sum((k - 1) ** 2 for k in resid)
