@@ -9,19 +9,21 @@ from typing import Callable
 
 import pandas as pd
 
+from dynosim.clock import Clock
 from dynosim.config import RunConfig
 from dynosim.deploy.assembly import Deployment, Pool, WorkerSignals, build_deployment
+from dynosim.deploy.frontend import Frontend
 from dynosim.engines.mocker.config import MockerArgs
-from dynosim.engines.mocker.scheduler import VllmScheduler
+from dynosim.engines.mocker.contract import Scheduler
+from dynosim.engines.mocker.registry import scheduler_class
 from dynosim.engines.mocker.timing import TimingModel, timing_for
 from dynosim.metrics.collector import requests_frame, summarize
+from dynosim.metrics.token_gaps import TokenGaps
 from dynosim.request import Request
 from dynosim.router.hashing import BlockHasher
 from dynosim.router.router import Router
-from dynosim.clock import Clock
 from dynosim.sim.clock import SimClock
-from dynosim.deploy.frontend import Frontend
-from dynosim.sim.worker import TokenGaps, Worker
+from dynosim.sim.worker import Worker
 from dynosim.traces.mooncake import Trace
 
 
@@ -71,7 +73,7 @@ class Parts:
     frontend) or a per-pass hook instead of patching modules."""
 
     worker: type[Worker] = Worker
-    scheduler: type[VllmScheduler] = VllmScheduler
+    scheduler: type[Scheduler] | None = None      # None: the engine's own (MockerArgs.engine_type)
     frontend: type[Frontend] | None = None        # None: Frontend, or DisaggFrontend for a disaggregated config
     on_pass: Callable[[Worker, float, object], None] | None = None
 
@@ -86,9 +88,10 @@ def mocker_worker_factory(cfg: RunConfig, clock: Clock, gaps: TokenGaps, parts: 
 
     def make(pool: str, wid: int, signals: WorkerSignals) -> Worker:
         args, timing = engines[pool], timings[pool]
+        cls = parts.scheduler or scheduler_class(args.engine_type)
 
         def make_scheduler(sink):
-            return parts.scheduler(args, timing, sink=sink, role=role[pool], spec_seed=args.mtp_seed + wid)
+            return cls(args, timing, sink=sink, role=role[pool], spec_seed=args.mtp_seed + wid)
         return parts.worker(wid, clock, make_scheduler, gaps, signals.on_first_token, signals.on_complete,
                             on_failed=signals.on_failed, fast_forward=cfg.fast_forward,
                             on_kv_events=signals.on_kv_events, on_pass=parts.on_pass,

@@ -36,6 +36,7 @@ class MockerArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    engine_type: str = Field("vllm", description="the engine's scheduling model, by name (engines/mocker/registry.py)")
     block_size: int = Field(64, gt=0, description="tokens per KV block")
     num_gpu_blocks: int = Field(DEFAULT_NUM_GPU_BLOCKS, gt=0, description="KV capacity in blocks (with hardware: "
                                 "from memory unless given)")
@@ -103,6 +104,9 @@ class MockerArgs(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "MockerArgs":
+        from dynosim.engines.mocker.registry import scheduler_class
+
+        scheduler_class(self.engine_type)
         if self.max_num_seqs > self.max_num_batched_tokens:
             raise ValueError(
                 f"max_num_seqs ({self.max_num_seqs}) exceeds max_num_batched_tokens "
