@@ -68,9 +68,10 @@ class CheckedScheduler(VllmScheduler):
                                       self.kv.sink, self.resident)
         CheckedScheduler.instances.append(self)
 
-    def _on_event(self, kind, hashes, parent):
+    def _on_event(self, event):
+        kind, hashes, _ = event
         if self._downstream is not None:
-            self._downstream(kind, hashes, parent)
+            self._downstream(event)
         self.events[kind] += 1
         if kind == "stored":
             assert not (set(hashes) & self.resident), "stored twice without a removal"

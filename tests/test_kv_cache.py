@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynosim.engines.mocker.kv_cache import KvCache
+from dynosim.router.kv_event import KvEvent
 
 
 class Sink:
@@ -16,7 +17,9 @@ class Sink:
         self.events: list[tuple[str, list[int], int | None]] = []
         self.resident: set[int] = set()
 
-    def __call__(self, kind: str, hashes: list[int], parent: int | None) -> None:
+    def __call__(self, event: KvEvent) -> None:
+        assert type(event) is KvEvent and type(event.block_hashes) is tuple
+        kind, hashes, parent = event
         self.events.append((kind, list(hashes), parent))
         if kind == "stored":
             assert not (set(hashes) & self.resident), "stored a block that is already resident"

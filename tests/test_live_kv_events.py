@@ -17,13 +17,14 @@ import pytest
 import zmq
 
 from dynosim.engines.live.kv_events import (HashTranslator, KvEventListener, KvEventListenerError, KvEventStats,
-                                            KvUpdate, decode_batch, free_tcp_port)
+                                            decode_batch, free_tcp_port)
 from dynosim.router.hashing import block_hashes_of_tokens
+from dynosim.router.kv_event import REMOVED, STORED, KvEvent
 from dynosim.router.router import Router
 
 BS = 32
 PROMPT = [int(t) for t in np.random.default_rng(7).integers(0, 2048, size=4 * BS + 5)]
-FULL_SEQ = block_hashes_of_tokens(PROMPT, BS)[1]            # 4 full blocks
+FULL_SEQ = tuple(block_hashes_of_tokens(PROMPT, BS)[1])     # 4 full blocks
 
 
 def vh(i: int) -> bytes:
@@ -49,8 +50,8 @@ def blocks(lo: int, hi: int) -> list[int]:
 def test_first_blocks_chain_from_none_like_a_prompt():
     tr = HashTranslator(BS)
     out = tr.translate(stored([vh(0), vh(1)], None, blocks(0, 2)))
-    assert out == [KvUpdate("stored", FULL_SEQ[:2], None)]
-    assert out[0].seq_hashes == block_hashes_of_tokens(blocks(0, 2), BS)[1]
+    assert out == [KvEvent(STORED, FULL_SEQ[:2], None)]
+    assert out[0].block_hashes == tuple(block_hashes_of_tokens(blocks(0, 2), BS)[1])
     assert tr.held_blocks() == 2 and tr.stats.stored_blocks == 2 and tr.stats.events == 1
 
 
@@ -58,18 +59,18 @@ def test_continuation_from_a_known_parent_gives_the_full_prompt_chain():
     tr = HashTranslator(BS)
     first = tr.translate(stored([vh(0), vh(1)], None, blocks(0, 2)))[0]
     second = tr.translate(stored([vh(2), vh(3)], vh(1), blocks(2, 4)))[0]
-    assert second.parent_seq_hash == first.seq_hashes[-1]
-    assert first.seq_hashes + second.seq_hashes == FULL_SEQ
+    assert second.parent == first.block_hashes[-1]
+    assert first.block_hashes + second.block_hashes == FULL_SEQ
     # int hashes work the same (vLLM's builtin hash mode)
     tr2 = HashTranslator(BS)
     tr2.translate(stored([10, 11, 12], None, blocks(0, 3)))
-    assert tr2.translate(stored([13], 12, blocks(3, 4)))[0].seq_hashes == FULL_SEQ[3:]
+    assert tr2.translate(stored([13], 12, blocks(3, 4)))[0].block_hashes == FULL_SEQ[3:]
 
 
 def test_removal_translates_drops_mappings_and_counts_unknown_hashes():
     tr = HashTranslator(BS)
     tr.translate(stored([vh(0), vh(1), vh(2)], None, blocks(0, 3)))
-    assert tr.translate(removed([vh(2), vh(99)])) == [KvUpdate("removed", [FULL_SEQ[2]], None)]
+    assert tr.translate(removed([vh(2), vh(99)])) == [KvEvent(REMOVED, (FULL_SEQ[2],), None)]
     assert tr.held_blocks() == 2 and tr.seq_hash_of(vh(2)) is None
     assert tr.stats.removed_blocks == 1 and tr.stats.unknown_removed == 1
     assert tr.translate(removed([vh(2)])) == [] and tr.stats.unknown_removed == 2
@@ -78,10 +79,10 @@ def test_removal_translates_drops_mappings_and_counts_unknown_hashes():
 def test_duplicate_copies_are_removed_from_the_router_only_with_the_last_one():
     tr = HashTranslator(BS)
     tr.translate(stored([vh(0)], None, blocks(0, 1)))
-    assert tr.translate(stored([vh(0)], None, blocks(0, 1))) == [KvUpdate("stored", FULL_SEQ[:1], None)]
+    assert tr.translate(stored([vh(0)], None, blocks(0, 1))) == [KvEvent(STORED, FULL_SEQ[:1], None)]
     assert tr.translate(removed([vh(0)])) == []
     assert tr.held_blocks() == 1
-    assert tr.translate(removed([vh(0)])) == [KvUpdate("removed", FULL_SEQ[:1], None)]
+    assert tr.translate(removed([vh(0)])) == [KvEvent(REMOVED, FULL_SEQ[:1], None)]
     assert tr.held_blocks() == 0
 
 
@@ -124,11 +125,11 @@ def test_tagged_array_encoding_of_older_vllm():
     # [tag, block_hashes, parent, token_ids, block_size, lora_id, medium], trailing defaults omitted
     a = tr.translate(["BlockStored", [1, 2], None, blocks(0, 2), BS, None, "GPU"])
     b = tr.translate(["BlockStored", [3], 2, blocks(2, 3), BS, None])         # no medium field at all
-    assert a[0].seq_hashes + b[0].seq_hashes == FULL_SEQ[:3]
-    assert tr.translate(["BlockRemoved", [3], "GPU"]) == [KvUpdate("removed", [FULL_SEQ[2]], None)]
+    assert a[0].block_hashes + b[0].block_hashes == FULL_SEQ[:3]
+    assert tr.translate(["BlockRemoved", [3], "GPU"]) == [KvEvent(REMOVED, (FULL_SEQ[2],), None)]
     assert tr.translate(["BlockRemoved", [2], "CPU"]) == [] and tr.stats.ignored_medium == 1
     out = tr.translate(["AllBlocksCleared"])
-    assert out == [KvUpdate("removed", FULL_SEQ[:2], None)] and tr.held_blocks() == 0
+    assert out == [KvEvent(REMOVED, FULL_SEQ[:2], None)] and tr.held_blocks() == 0
     assert tr.stats.malformed == 0
 
 
@@ -137,7 +138,7 @@ def test_all_blocks_cleared_removes_every_known_block():
     tr.translate(stored([vh(0), vh(1)], None, blocks(0, 2)))
     tr.translate(stored([vh(2)], vh(1), blocks(2, 3)))
     (upd,) = tr.translate({"type": "AllBlocksCleared"})
-    assert upd.kind == "removed" and sorted(upd.seq_hashes) == sorted(FULL_SEQ[:3])
+    assert upd.kind == "removed" and sorted(upd.block_hashes) == sorted(FULL_SEQ[:3])
     assert tr.held_blocks() == 0 and tr.stats.cleared == 1
     assert tr.translate({"type": "AllBlocksCleared"}) == []              # nothing left to remove
     assert tr.translate(stored([vh(3)], vh(2), blocks(3, 4))) == []       # mapping gone: parent unknown
@@ -151,7 +152,7 @@ def test_other_media_lora_and_secondary_groups_are_counted_and_ignored():
     assert tr.translate(stored([vh(0)], None, blocks(0, 1), group_idx=1)) == []
     assert (tr.stats.ignored_medium, tr.stats.ignored_lora, tr.stats.ignored_group) == (1, 1, 1)
     assert tr.held_blocks() == 0
-    assert tr.translate(stored([vh(0)], None, blocks(0, 1), medium=None))[0].seq_hashes == FULL_SEQ[:1]
+    assert tr.translate(stored([vh(0)], None, blocks(0, 1), medium=None))[0].block_hashes == FULL_SEQ[:1]
     assert tr.translate(removed([vh(0)], medium="CPU")) == [] and tr.held_blocks() == 1
 
 
@@ -177,7 +178,7 @@ def test_feed_counts_batches_gaps_resets_and_malformed_frames():
     lis.feed([b"", (10).to_bytes(8, "big"), b"\xc1"])  # not msgpack
     lis.feed([b"", (11).to_bytes(8, "big"), msgpack.packb("hello")])
     s = lis.stats
-    assert got == [(3, "stored", FULL_SEQ[:1], None)]
+    assert got == [(3, KvEvent(STORED, FULL_SEQ[:1], None))]
     assert (s.batches, s.first_seq, s.last_seq, s.seq_gaps, s.seq_resets, s.malformed) == (4, 5, 2, 2, 1, 4)
     assert s.events == 1 and s.first_event_wall_ms is not None and len(s.errors) == 4
 

@@ -12,6 +12,7 @@ from dynosim.request import Request
 from dynosim.router.active_load import ActiveLoad
 from dynosim.router.context import RoutingContext, argmin_random, softmax_sample
 from dynosim.router.indexer import ApproxIndexer, KvIndexer
+from dynosim.router.kv_event import KvEvent, KvEventKind
 from dynosim.router.policies import make_policy
 from dynosim.router.queue import RouterQueue
 from dynosim.router.router import Router
@@ -51,7 +52,7 @@ def test_indexer_matches_naive_per_worker_sets(events, query):
     idx = KvIndexer(4)
     held = [set() for _ in range(4)]
     for kind, w, hashes in events:
-        idx.apply(w, kind, hashes)
+        idx.apply(w, KvEvent(KvEventKind(kind), tuple(hashes)))
         (held[w].update if kind == "stored" else held[w].difference_update)(hashes)
     scores = idx.find_matches(query)
     assert scores.depths == naive_depths(held, query)
@@ -66,7 +67,7 @@ def test_indexer_remove_worker_and_errors():
     idx.remove_worker(0)
     assert idx.depths([1, 2, 3]) == [0, 2] and idx.tree_sizes == [0, 2]
     with pytest.raises(ValueError):
-        idx.apply(0, "bogus", [1])
+        idx.apply(0, KvEvent("bogus", (1,)))
 
 
 def test_approx_indexer_ttl_and_prune():

@@ -224,7 +224,7 @@ def test_blocks_computed_earlier_in_the_same_pass_are_hit():
 
 def test_no_prefix_caching_means_no_reuse_and_no_events():
     events = []
-    s = VllmScheduler(MockerArgs(enable_prefix_caching=False), sink=lambda *e: events.append(e))
+    s = VllmScheduler(MockerArgs(enable_prefix_caching=False), sink=events.append)
     a = make_request(0, 256, 2, 64, tag=3)
     b = make_request(1, 256, 2, 64, tag=3)
     d = drive(s, [(0.0, a), (500.0, b)])
@@ -239,7 +239,7 @@ def test_no_prefix_caching_means_no_reuse_and_no_events():
 
 def test_output_blocks_are_private_and_freed_into_the_cache():
     events = []
-    s = VllmScheduler(MockerArgs(block_size=16, num_gpu_blocks=64), sink=lambda *e: events.append(e))
+    s = VllmScheduler(MockerArgs(block_size=16, num_gpu_blocks=64), sink=events.append)
     a = make_request(0, 32, 40, 16, tag=1)
     drive(s, [(0.0, a)])
     # 32 prompt + 39 computed output tokens: 4 full blocks (2 prompt, 2 output) + 1 partial, all released

@@ -18,10 +18,11 @@ from dynosim.deploy.frontend import DisaggFrontend, Frontend, Hasher
 from dynosim.deploy.routers import WorkerMetrics, aggregated_router, decode_router, prefill_router
 from dynosim.disagg.transfer import LinkState
 from dynosim.request import Request
+from dynosim.router.kv_event import KvEvent
 from dynosim.router.router import Router
 from dynosim.traces.mooncake import Trace
 
-KvEventSink = Callable[[int, list], None]   # (worker id, [(kind, hashes, parent), ...]) -> None
+KvEventSink = Callable[[int, list[KvEvent]], None]   # (worker id, the events of one pass) -> None
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,9 @@ def kv_event_sink(router: Router) -> KvEventSink | None:
     if not router.wants_kv_events:
         return None
 
-    def kv_events(wid: int, events: list) -> None:
-        for kind, hashes, parent in events:
-            router.on_kv_event(wid, kind, hashes, parent)
+    def kv_events(wid: int, events: list[KvEvent]) -> None:
+        for event in events:
+            router.on_kv_event(wid, event)
     return kv_events
 
 

@@ -1,7 +1,7 @@
 """KV indexer: which worker holds which prompt blocks, for prefix-overlap routing.
 
-Engines report ``Stored`` (parent-linked) and ``Removed`` block events; the
-indexer answers ``find_matches(sequence_hashes)``: per worker, how many
+Engines report ``KvEvent``s (``router.kv_event``: ``STORED``, parent-linked, and
+``REMOVED``); the indexer answers ``find_matches(sequence_hashes)``: per worker, how many
 leading blocks of the request it holds (prefix depth), plus how many blocks
 each worker holds (tree size).
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterable, Sequence
+
+from dynosim.router.kv_event import REMOVED, STORED, KvEvent
 
 
 @dataclass(slots=True)
@@ -72,11 +74,13 @@ class KvIndexer:
         self._held[worker].update(hashes)
         self.events += 1
 
-    def apply(self, worker: int, kind: str, hashes: list[int], parent: int | None = None) -> None:
-        if kind == "stored":
-            self._held[worker].update(hashes)
-        elif kind == "removed":
-            self._held[worker].difference_update(hashes)
+    def apply(self, worker: int, event: KvEvent) -> None:
+        """Apply one engine event of ``worker`` (the parent link is implied by the chained hashes)."""
+        kind = event[0]
+        if kind == STORED:
+            self._held[worker].update(event[1])
+        elif kind == REMOVED:
+            self._held[worker].difference_update(event[1])
         else:
             raise ValueError(f"unknown KV event kind {kind!r}")
         self.events += 1

@@ -14,6 +14,7 @@ from dynosim.request import Request, RequestStatus
 from dynosim.router.active_load import ActiveLoad
 from dynosim.router.context import RoutingContext
 from dynosim.router.indexer import ApproxIndexer, KvIndexer
+from dynosim.router.kv_event import KvEvent
 from dynosim.router.policies import make_policy
 from dynosim.router.policies.base import RoutingPolicy
 from dynosim.router.queue import RouterQueue
@@ -48,11 +49,13 @@ class Router:
     # -- what the engines feed back -------------------------------------------------
     @property
     def wants_kv_events(self) -> bool:
+        """True when the indexer is fed by engine KV events (``on_kv_event``)."""
         return isinstance(self.indexer, KvIndexer)
 
-    def on_kv_event(self, worker: int, kind: str, hashes: list[int], parent: int | None) -> None:
+    def on_kv_event(self, worker: int, event: KvEvent) -> None:
+        """One KV event of ``worker``'s engine (simulated or live); ignored unless ``wants_kv_events``."""
         if isinstance(self.indexer, KvIndexer):
-            self.indexer.apply(worker, kind, hashes, parent)
+            self.indexer.apply(worker, event)
 
     # -- routing ------------------------------------------------------------------------
     def _overlap(self, now: float):

@@ -14,10 +14,11 @@ from typing import Callable
 
 import numpy as np
 
+from dynosim.engines.mocker.contract import PassResult, Scheduler
 from dynosim.engines.mocker.kv_cache import EventSink
-from dynosim.engines.mocker.scheduler import PassResult, VllmScheduler
 from dynosim.metrics.token_gaps import TokenGaps
 from dynosim.request import Request
+from dynosim.router.kv_event import KvEvent
 from dynosim.sim.clock import PRIO_ARRIVAL, PRIO_COMPLETION, PRIO_PASS_START, Clock
 
 
@@ -28,11 +29,11 @@ class Worker:
     KV events until the pass that produced them ends (``None`` when nobody listens to this worker's events).
     """
 
-    def __init__(self, wid: int, clock: Clock, make_scheduler: Callable[[EventSink | None], VllmScheduler],
+    def __init__(self, wid: int, clock: Clock, make_scheduler: Callable[[EventSink | None], Scheduler],
                  gaps: TokenGaps, on_first_token: Callable[[Request], None], on_complete: Callable[[Request], None],
                  on_failed: Callable[[Request], None] | None = None,
                  fast_forward: bool = True,
-                 on_kv_events: Callable[[int, list[tuple[str, list[int], int | None]]], None] | None = None,
+                 on_kv_events: Callable[[int, list[KvEvent]], None] | None = None,
                  on_pass: Callable[["Worker", float, PassResult], None] | None = None,
                  admit_interval_ms: float = 0.0, client_latency_ms: float = 0.0):
         self.wid = wid
@@ -48,7 +49,7 @@ class Worker:
         self.fast_forward = fast_forward
         self.on_pass = on_pass
         # KV events of the running pass; published to the router when the pass ends
-        self.kv_events: list[tuple[str, list[int], int | None]] = []
+        self.kv_events: list[KvEvent] = []
         self.on_kv_events = on_kv_events
         self.sched = make_scheduler(self.record_kv_event if on_kv_events is not None else None)
         self._busy = False
@@ -216,9 +217,9 @@ class Worker:
             self.on_pass(self, end, res)
         self._after_pass(end)
 
-    def record_kv_event(self, kind: str, hashes: list[int], parent: int | None) -> None:
+    def record_kv_event(self, event: KvEvent) -> None:
         """KvCache sink: buffer until the pass that produced the event ends."""
-        self.kv_events.append((kind, hashes, parent))
+        self.kv_events.append(event)
 
     def _publish_kv_events(self) -> None:
         if self.kv_events:

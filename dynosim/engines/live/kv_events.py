@@ -30,6 +30,11 @@ Stored copies are reference-counted per dynosim hash: vLLM can hold two
 blocks with the same hash (two requests computing it at once), and two
 vLLM hashes can share a dynosim hash (same tokens, different extra keys);
 the router hears "removed" only when the last copy goes.
+
+What comes out is ``dynosim.router.kv_event.KvEvent``, the type the mocker
+emits too: ``on_event(worker, event)`` has the signature of
+``Router.on_kv_event``. ``AllBlocksCleared`` becomes one ``REMOVED`` of every
+block this worker held.
 """
 
 from __future__ import annotations
@@ -39,15 +44,16 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgpack
 import zmq
 import zmq.asyncio
 
 from dynosim.router.hashing import block_hashes_of_tokens, next_sequence_hash
+from dynosim.router.kv_event import REMOVED, STORED, KvEvent
 
-OnEvent = Callable[[int, str, list[int], int | None], None]
+OnEvent = Callable[[int, KvEvent], None]   # (worker, event): Router.on_kv_event
 
 MAX_ERRORS = 10
 _GPU_MEDIA = (None, "GPU")
@@ -66,14 +72,6 @@ class KvEventListenerError(RuntimeError):
 
 class MalformedEvent(ValueError):
     """An event or batch that does not follow vLLM's wire format."""
-
-
-class KvUpdate(NamedTuple):
-    """One router update, the arguments of ``Router.on_kv_event`` after the worker."""
-
-    kind: str                    # "stored" or "removed", as KvIndexer.apply takes them
-    seq_hashes: list[int]
-    parent_seq_hash: int | None
 
 
 @dataclass
@@ -186,7 +184,7 @@ class HashTranslator:
     def seq_hash_of(self, vllm_hash: Any) -> int | None:
         return self._seq_of.get(vllm_hash)
 
-    def translate(self, event: Any) -> list[KvUpdate]:
+    def translate(self, event: Any) -> list[KvEvent]:
         stats = self.stats
         stats.events += 1
         try:
@@ -208,7 +206,7 @@ class HashTranslator:
             stats.error(str(exc))
             return []
 
-    def _stored(self, fields: dict[str, Any]) -> list[KvUpdate]:
+    def _stored(self, fields: dict[str, Any]) -> list[KvEvent]:
         stats, bs = self.stats, self.block_size
         hashes = _hash_list(fields, "BlockStored")
         tokens = fields.get("token_ids")
@@ -248,9 +246,9 @@ class HashTranslator:
             self._copies[vh] = self._copies.get(vh, 0) + 1
             self._refs[sh] = self._refs.get(sh, 0) + 1
         stats.stored_blocks += len(seq)
-        return [KvUpdate("stored", seq, parent_seq)]
+        return [KvEvent(STORED, tuple(seq), parent_seq)]
 
-    def _removed(self, fields: dict[str, Any]) -> list[KvUpdate]:
+    def _removed(self, fields: dict[str, Any]) -> list[KvEvent]:
         gone: list[int] = []
         for vh in _hash_list(fields, "BlockRemoved"):
             sh = self._seq_of.get(vh)
@@ -269,15 +267,15 @@ class HashTranslator:
                 del self._refs[sh]
                 gone.append(sh)
         self.stats.removed_blocks += len(gone)
-        return [KvUpdate("removed", gone, None)] if gone else []
+        return [KvEvent(REMOVED, tuple(gone), None)] if gone else []
 
-    def _clear(self) -> list[KvUpdate]:
+    def _clear(self) -> list[KvEvent]:
         self.stats.cleared += 1
         gone = list(self._refs)
         self._seq_of.clear()
         self._copies.clear()
         self._refs.clear()
-        return [KvUpdate("removed", gone, None)] if gone else []
+        return [KvEvent(REMOVED, tuple(gone), None)] if gone else []
 
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:
@@ -312,8 +310,8 @@ def check_endpoint(endpoint: str) -> str:
 class KvEventListener:
     """Binds a ZMQ SUB socket where one vLLM worker publishes and feeds its events to ``on_event``.
 
-    ``on_event(worker, kind, seq_hashes, parent_seq_hash)`` has the signature
-    of ``Router.on_kv_event``, so ``KvEventListener(ep, worker=0,
+    ``on_event(worker, event)`` (a ``KvEvent``) has the signature of
+    ``Router.on_kv_event``, so ``KvEventListener(ep, worker=0,
     block_size=32, on_event=router.on_kv_event)`` keeps a router's indexer in
     step with the engine. It runs in the event loop's thread, between awaits,
     so it needs no locking. Malformed input and exceptions from ``on_event``
@@ -476,10 +474,10 @@ class KvEventListener:
         stats.last_seq = seq
         stats.last_ts = ts
         for event in events:
-            for kind, hashes, parent in self.translator.translate(event):
+            for update in self.translator.translate(event):
                 try:
-                    self.on_event(self.worker, kind, hashes, parent)
+                    self.on_event(self.worker, update)
                 except Exception as exc:  # a broken consumer must not kill the reader
                     stats.callback_errors += 1
-                    stats.error(f"{self.endpoint}: on_event({self.worker}, {kind!r}, {len(hashes)} blocks) "
-                                f"raised {type(exc).__name__}: {exc}")
+                    stats.error(f"{self.endpoint}: on_event({self.worker}, {update.kind.value!r}, "
+                                f"{len(update.block_hashes)} blocks) raised {type(exc).__name__}: {exc}")

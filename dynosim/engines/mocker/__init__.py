@@ -6,6 +6,7 @@ Owns, by module:
   load, the timeline and the run summary read an engine through), ``KvPoolView`` and ``PassResult``.
   A second engine type (SGLang's, TRT-LLM's schedulers) is a new module here implementing
   ``Scheduler``, not a fork of ``scheduler``;
+- ``registry``: engine types by the name a config gives (``MockerArgs.engine_type``) → scheduler class;
 - ``scheduler``: ``VllmScheduler``, vLLM v1's policy: ``schedule() -> SchedulePlan`` (the decision,
   KV allocated), then ``apply(plan) -> PassResult`` (priced, tokens emitted, requests completed);
 - ``block_manager``: ``KvBlockManager``, the per-request block tables (``Request.blocks`` /

@@ -6,18 +6,24 @@ Blocks whose refcount drops to zero stay cached in an LRU of free blocks and
 are evicted oldest-first when a new block needs room. Freeing a sequence
 releases its blocks tail-first, so shared prefixes outlive private tails.
 
-Every change to what is cached is reported as a ``Stored`` / ``Removed`` event
-(the KV events a router's indexer consumes); a reactivated cached block emits
-nothing, as in vLLM.
+Every change to what is cached is reported to the sink as one
+``dynosim.router.kv_event.KvEvent`` (``STORED`` / ``REMOVED``: the events a
+router's indexer consumes); a reactivated cached block emits nothing, as in vLLM.
+
+Owns the pool only: which blocks exist, their reference counts and the LRU.
+Which blocks a request holds (its block table) is the block manager's
+(``block_manager.KvBlockManager``), the one caller that acquires and releases.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Iterable
+from typing import Callable
 
-# Event sink: (kind, block_hashes, parent_hash) with kind "stored" or "removed".
-EventSink = Callable[[str, list[int], int | None], None]
+from dynosim.router.kv_event import REMOVED, STORED, KvEvent
+
+# Where a KvCache reports changes to what it caches (e.g. the simulated worker's buffer).
+EventSink = Callable[[KvEvent], None]
 
 
 class KvCache:
@@ -85,7 +91,7 @@ class KvCache:
         victim, _ = self.inactive.popitem(last=False)
         self.removed_events += 1
         if self.sink is not None:
-            self.sink("removed", [victim], None)
+            self.sink(KvEvent(REMOVED, (victim,), None))
         return True
 
     def acquire(self, hashes: list[int], parent: int | None) -> int:
@@ -122,15 +128,15 @@ class KvCache:
             rest = rest[:take]
         if take > free:
             popitem = inactive.popitem
-            removed = [popitem(False)[0] for _ in range(take - free)]
+            removed = tuple([popitem(False)[0] for _ in range(take - free)])
             self.removed_events += 1
             if self.sink is not None:
-                self.sink("removed", removed, None)
+                self.sink(KvEvent(REMOVED, removed, None))
         if take:
             active.update(dict.fromkeys(rest, 1))
             self.stored_events += 1
             if self.sink is not None:
-                self.sink("stored", list(rest), parent_of_rest)
+                self.sink(KvEvent(STORED, tuple(rest), parent_of_rest))
         return i + take
 
     def _acquire_blockwise(self, hashes: list[int], parent: int | None) -> int:
@@ -164,11 +170,11 @@ class KvCache:
         if removed:
             self.removed_events += 1
             if self.sink is not None:
-                self.sink("removed", removed, None)
+                self.sink(KvEvent(REMOVED, tuple(removed), None))
         if stored:
             self.stored_events += 1
             if self.sink is not None:
-                self.sink("stored", stored, stored_parent)
+                self.sink(KvEvent(STORED, tuple(stored), stored_parent))
         return n
 
     def acquire_partial(self) -> bool:
@@ -194,7 +200,7 @@ class KvCache:
         self.active[h] = 1
         self.stored_events += 1
         if self.sink is not None:
-            self.sink("stored", [h], parent)
+            self.sink(KvEvent(STORED, (h,), parent))
 
     def release(self, hashes: list[int]) -> None:
         """Drop one reference from each block, tail first (the tail enters the LRU first)."""
