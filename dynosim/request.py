@@ -65,6 +65,7 @@ class Request:
         self.router_score = math.nan  # the chosen worker's routing cost (KV policies)
         self.computed = 0       # prompt+output tokens whose KV is computed
         self.generated = 0      # output tokens emitted
+        # the block table (engines.mocker.block_manager.KvBlockManager is its only writer)
         self.blocks: list[int] = []  # full blocks held, in sequence order
         self.partial = False    # holds one partial (unshared) tail block
         self.reused = 0         # prompt tokens served from the prefix cache (max over admissions)
