@@ -266,9 +266,9 @@ def test_ema_baselines_hierarchy_and_model_updates():
     assert pol.ema_bucket == {key_b: 20.0} and pol.ema_worker == {(0, True): 20.0}
     assert pol.ema_global == {True: 20.0}
     # LinTS and Beta updates with r = 0.5 from the prior: A = λI + xxᵀ, b = r·x
-    assert np.allclose(pol.lin_A[0], np.eye(9) + np.outer(x, x))
-    assert np.allclose(pol.lin_b[0], 0.5 * x)
-    assert pol.beta[0] == [1.5, 1.5]
+    assert np.allclose(pol.bandits.A[0], np.eye(9) + np.outer(x, x))
+    assert np.allclose(pol.bandits.b[0], 0.5 * x)
+    assert pol.bandits.beta[0] == [1.5, 1.5]
 
     b = hreq(1, osl="LOW")
     route(pol, b, ctx0(2000.0))
@@ -293,11 +293,11 @@ def test_ema_baselines_hierarchy_and_model_updates():
     e = hreq(4)  # failure: reward 0, baselines untouched
     route(pol, e, mkctx(now=7000.0, workers=[2]))
     snapshot = (dict(pol.ema_bucket), dict(pol.ema_worker), dict(pol.ema_global))
-    alpha, beta = pol.beta[2]
+    alpha, beta = pol.bandits.beta[2]
     finish(pol, e, 9000.0, tokens=3, failure="preempted too often")
     assert pol.feedback_log[-1]["reward"] == 0.0 and not pol.feedback_log[-1]["success"]
     assert (pol.ema_bucket, pol.ema_worker, pol.ema_global) == snapshot
-    assert pol.beta[2] == [alpha, beta + 1.0]
+    assert pol.bandits.beta[2] == [alpha, beta + 1.0]
 
     f = hreq(5)  # no output tokens: raw ms with a separate baseline
     route(pol, f, mkctx(now=10000.0, workers=[2]))
@@ -321,12 +321,12 @@ def test_pending_decisions_expire_on_the_sweep():
     route(pol, hreq(3), ctx(124_000.0))  # 5 s after the last sweep: expires
     assert 0 not in pol.pending and pol.stats["timeouts"] == 1
     assert pol.feedback_log[-1]["kind"] == "timeout"
-    assert pol.beta[1] == [1.0, 2.0]  # timeout_reward 0
+    assert pol.bandits.beta[1] == [1.0, 2.0]  # timeout_reward 0
     assert set(pol.pending) == {1, 2, 3} and pol._pending_on[1] == 3
-    state = (pol.beta[1][:], pol.lin_A[1].copy())
+    state = (pol.bandits.beta[1][:], pol.bandits.A[1].copy())
     finish(pol, lost, 130_000.0)  # late feedback: unknown decision, ignored
     assert pol.stats["unknown_feedback"] == 1 and pol.stats["feedback"] == 0
-    assert pol.beta[1] == state[0] and np.array_equal(pol.lin_A[1], state[1])
+    assert pol.bandits.beta[1] == state[0] and np.array_equal(pol.bandits.A[1], state[1])
 
 
 def test_timeout_reward_parameter():
@@ -334,7 +334,7 @@ def test_timeout_reward_parameter():
                                  "feedback.sweep_interval_seconds": 0.0})
     route(pol, hreq(0), mkctx(now=0.0, workers=[0]))
     route(pol, hreq(1), mkctx(now=1000.0, workers=[3]))
-    assert pol.beta[0] == [1.25, 1.75] and list(pol.pending) == [1]
+    assert pol.bandits.beta[0] == [1.25, 1.75] and list(pol.pending) == [1]
 
 
 # -- determinism, parameters, quirks, numerics ----------------------------------------------------------
@@ -449,12 +449,12 @@ def test_post_decision_context_quirk():
 def test_lints_sampling_falls_back_when_cholesky_fails():
     pol = ThompsonPolicy()
     for w in range(4):
-        pol._ensure(w)
-    pol.lin_A[0] = -np.eye(9)  # not positive definite at any jitter: eigendecomposition fallback
-    pol.lin_A[1] = np.zeros((9, 9))  # singular: a small jitter fixes it
-    pol.lin_b[1] = np.ones(9)
-    mu0, S0 = pol._posterior(0)
-    mu1, S1 = pol._posterior(1)
+        pol.bandits.ensure(w)
+    pol.bandits.A[0] = -np.eye(9)  # not positive definite at any jitter: eigendecomposition fallback
+    pol.bandits.A[1] = np.zeros((9, 9))  # singular: a small jitter fixes it
+    pol.bandits.b[1] = np.ones(9)
+    mu0, S0 = pol.bandits.posterior(0)
+    mu1, S1 = pol.bandits.posterior(1)
     assert np.all(np.isfinite(mu0)) and np.all(np.isfinite(S0))
     assert np.allclose(S0 @ S0.T, np.eye(9) / 1e-10)  # eigenvalues floored at 1e-10
     assert np.all(np.isfinite(mu1)) and np.all(np.isfinite(S1))
@@ -462,9 +462,9 @@ def test_lints_sampling_falls_back_when_cholesky_fails():
     assert all(w in range(4) for w in ws)
     # an ordinary posterior: S Sᵀ = A⁻¹ and μ = A⁻¹ b
     A = np.eye(9) * 2 + 0.1
-    pol.lin_A[2], pol.lin_b[2] = A, np.arange(9.0)
-    pol._factor.pop(2, None)
-    mu, S = pol._posterior(2)
+    pol.bandits.A[2], pol.bandits.b[2] = A, np.arange(9.0)
+    pol.bandits._factor.pop(2, None)
+    mu, S = pol.bandits.posterior(2)
     assert np.allclose(S @ S.T, np.linalg.inv(A), atol=1e-6) and np.allclose(mu, np.linalg.solve(A, np.arange(9.0)))
 
 

@@ -4,7 +4,8 @@ Written from the behavioural description in ``shared/research/traces-and-thompso
 (Part B); no NAT code is copied. One object plays both NAT components:
 
 - the *processor*'s per-``prefix_id`` reuse budget (``{total, processed}``), and
-- the *router*: a LinTS model (9 features) and a Beta bandit per worker, the
+- the *router*: a LinTS model (9 features) and a Beta bandit per worker
+  (``thompson_bandit.WorkerBandits``; parameters in ``thompson_params``), the
   affinity / switching / load modifiers, temperature-softmax sampling, and
   delayed feedback (reward from end-to-end ms per output token against
   hierarchical EMA baselines, timeouts swept on new arrivals).
@@ -47,6 +48,7 @@ import numpy as np
 from dynosim.request import Request, RequestStatus
 from dynosim.router.context import RoutingContext, engine_metrics
 from dynosim.router.hints import AgentHints
+from dynosim.router.policies.thompson_bandit import WorkerBandits
 from dynosim.router.policies.thompson_params import PARAM_DEFAULTS, PRESETS, resolve_params
 
 DECODE_COST = {"LOW": 1.0, "MEDIUM": 2.0, "HIGH": 3.0}
@@ -55,8 +57,6 @@ PREFILL_BIN_CUTS = (0.25, 0.75)
 FEATURE_DIM = 9
 FEATURES = ("bias", "inv_load", "overlap", "affinity", "outstanding", "decode", "prefill", "iat", "reuse")
 
-# LinTS numerics (fixed in NAT)
-_JITTER_START, _JITTER_MULT, _JITTER_MAX, _EIG_FLOOR = 1e-9, 10.0, 1e-3, 1e-10
 
 VARIANTS = ("optimized", "generalized")
 
@@ -169,11 +169,8 @@ class ThompsonPolicy:
         self.prefix_state: dict[str, tuple[int, int, float]] = {}
         self._work: dict[int, float] = {}
         self._pins: dict[int, int] = {}
-        # models
-        self.lin_A: dict[int, np.ndarray] = {}
-        self.lin_b: dict[int, np.ndarray] = {}
-        self._factor: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # wid -> (mu, L^-T)
-        self.beta: dict[int, list[float]] = {}  # wid -> [alpha, beta]
+        # the per-worker models: LinTS (A, b) and Beta(α, β)
+        self.bandits = WorkerBandits(FEATURE_DIM, self.lam, self.forget)
         # feedback
         self.pending: dict[int, _Pending] = {}
         self._pending_on: dict[int, int] = {}
@@ -241,56 +238,6 @@ class ThompsonPolicy:
             self._pins[wid] = self._pins.get(wid, 0) + 1
             self._work[wid] = self._work.get(wid, 0.0) + contrib
 
-    # -- models --------------------------------------------------------------------------------------
-    def _ensure(self, wid: int) -> None:
-        if wid not in self.lin_A:
-            self.lin_A[wid] = self.lam * np.eye(FEATURE_DIM)
-            self.lin_b[wid] = np.zeros(FEATURE_DIM)
-            self.beta[wid] = [1.0, 1.0]
-
-    def _posterior(self, wid: int) -> tuple[np.ndarray, np.ndarray]:
-        """(μ, S) with θ = μ + v·S z: Cholesky A = LLᵀ (jitter 1e-9 ×10 up to 1e-3), S = L⁻ᵀ;
-        else an eigendecomposition with eigenvalues floored at 1e-10."""
-        got = self._factor.get(wid)
-        if got is not None:
-            return got
-        A = self.lin_A[wid]
-        A = 0.5 * (A + A.T)
-        b = self.lin_b[wid]
-        eye = np.eye(FEATURE_DIM)
-        jitter = _JITTER_START
-        while jitter <= _JITTER_MAX:
-            try:
-                L = np.linalg.cholesky(A + jitter * eye)
-            except np.linalg.LinAlgError:
-                jitter *= _JITTER_MULT
-                continue
-            if not np.all(np.isfinite(L)):
-                jitter *= _JITTER_MULT
-                continue
-            mu = np.linalg.solve(L.T, np.linalg.solve(L, b))
-            S = np.linalg.solve(L.T, eye)
-            break
-        else:
-            vals, vecs = np.linalg.eigh(A)
-            vals = np.maximum(vals, _EIG_FLOOR)
-            mu = vecs @ ((vecs.T @ b) / vals)
-            S = vecs / np.sqrt(vals)
-        self._factor[wid] = (mu, S)
-        return mu, S
-
-    def _update(self, wid: int, x: np.ndarray, reward: float) -> None:
-        r = min(max(float(reward), 0.0), 1.0)
-        self._ensure(wid)
-        ab = self.beta[wid]
-        ab[0] += r
-        ab[1] += 1.0 - r
-        g = self.forget
-        A = g * self.lin_A[wid] + np.outer(x, x) + (1.0 - g) * self.lam * np.eye(FEATURE_DIM)
-        self.lin_A[wid] = 0.5 * (A + A.T)
-        self.lin_b[wid] = g * self.lin_b[wid] + r * x
-        self._factor.pop(wid, None)
-
     # -- load signals --------------------------------------------------------------------------------
     def _load_signals(self, ctx: RoutingContext, workers: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         n = len(workers)
@@ -328,7 +275,7 @@ class ThompsonPolicy:
         expired = [rid for rid, rec in self.pending.items() if now - rec.start >= self.timeout_ms]
         for rid in expired:
             rec = self._drop_pending(rid)
-            self._update(rec.wid, rec.x, self.timeout_reward)
+            self.bandits.update(rec.wid, rec.x, self.timeout_reward)
             self.stats["timeouts"] += 1
             if self.record:
                 self.feedback_log.append({"kind": "timeout", "rid": rid, "wid": rec.wid, "now": now,
@@ -358,7 +305,7 @@ class ThompsonPolicy:
                 old = table.get(key)
                 table[key] = metric if old is None else a * metric + (1.0 - a) * old
             after = self.ema_bucket[(rec.wid, rec.osl, rec.prefill_bin, per_tok)]
-        self._update(rec.wid, rec.x, r)
+        self.bandits.update(rec.wid, rec.x, r)
         self.stats["feedback"] += 1
         if self.record:
             self.feedback_log.append({"kind": "feedback", "rid": req.rid, "wid": rec.wid, "now": now,
@@ -408,14 +355,14 @@ class ThompsonPolicy:
         X[:, 8] = math.tanh(0.25 * R)
 
         for w in workers:
-            self._ensure(w)
-        post = [self._posterior(w) for w in workers]
+            self.bandits.ensure(w)
+        post = [self.bandits.posterior(w) for w in workers]
         mu = np.stack([m for m, _ in post])
         S = np.stack([s for _, s in post])
         z = self._rng_lints.standard_normal((n, FEATURE_DIM))
         theta = mu + self.v * np.einsum("nij,nj->ni", S, z)
         lin = np.einsum("ni,ni->n", theta, X)
-        ab = np.array([self.beta[w] for w in workers])
+        ab = np.array([self.bandits.beta[w] for w in workers])
         ts = self._rng_beta.beta(ab[:, 0], ab[:, 1])
 
         scores = lin + (self.base_ts_weight / (1.0 + R * f)) * ts
