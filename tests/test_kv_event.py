@@ -14,7 +14,7 @@ from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.kv_cache import KvCache
 from dynosim.engines.mocker.scheduler import VllmScheduler
 from dynosim.router.hashing import block_hashes_of_tokens
-from dynosim.router.kv_event import REMOVED, STORED, KvEvent, KvEventKind, removed, stored
+from dynosim.router.kv_event import REMOVED, STORED, KvEvent, KvEventKind, event_of, removed, stored
 from dynosim.router.router import Router
 
 
@@ -27,6 +27,8 @@ def test_kv_event_is_frozen_and_compares_with_plain_kinds():
     assert not hasattr(ev, "__dict__")
     kind, hashes, parent = ev
     assert (kind, hashes, parent) == ("stored", (1, 2), 7)
+    fast = event_of((STORED, (1, 2), 7))  # the KvCache's hot-path constructor builds the same thing
+    assert type(fast) is KvEvent and fast == ev and fast.parent == 7
 
 
 def test_mocker_events_feed_the_router_indexer():

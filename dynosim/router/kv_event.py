@@ -16,6 +16,7 @@ the hot path of a ``--router-mode kv`` run (one event per stored or evicted run 
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import partial
 from typing import NamedTuple
 
 
@@ -39,6 +40,10 @@ class KvEvent(NamedTuple):
 
 STORED = KvEventKind.STORED
 REMOVED = KvEventKind.REMOVED
+
+# ``event_of((kind, block_hashes, parent))``: the same KvEvent without the Python-level ``__new__``
+# a NamedTuple call goes through (the mocker's KvCache builds one per stored or evicted run of blocks).
+event_of = partial(tuple.__new__, KvEvent)
 
 
 def stored(block_hashes, parent: int | None = None) -> KvEvent:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable
 
-from dynosim.router.kv_event import REMOVED, STORED, KvEvent
+from dynosim.router.kv_event import REMOVED, STORED, KvEvent, event_of
 
 # Where a KvCache reports changes to what it caches (e.g. the simulated worker's buffer).
 EventSink = Callable[[KvEvent], None]
@@ -91,7 +91,7 @@ class KvCache:
         victim, _ = self.inactive.popitem(last=False)
         self.removed_events += 1
         if self.sink is not None:
-            self.sink(KvEvent(REMOVED, (victim,), None))
+            self.sink(event_of((REMOVED, (victim,), None)))
         return True
 
     def acquire(self, hashes: list[int], parent: int | None) -> int:
@@ -131,12 +131,12 @@ class KvCache:
             removed = tuple([popitem(False)[0] for _ in range(take - free)])
             self.removed_events += 1
             if self.sink is not None:
-                self.sink(KvEvent(REMOVED, removed, None))
+                self.sink(event_of((REMOVED, removed, None)))
         if take:
             active.update(dict.fromkeys(rest, 1))
             self.stored_events += 1
             if self.sink is not None:
-                self.sink(KvEvent(STORED, tuple(rest), parent_of_rest))
+                self.sink(event_of((STORED, tuple(rest), parent_of_rest)))
         return i + take
 
     def _acquire_blockwise(self, hashes: list[int], parent: int | None) -> int:
@@ -170,11 +170,11 @@ class KvCache:
         if removed:
             self.removed_events += 1
             if self.sink is not None:
-                self.sink(KvEvent(REMOVED, tuple(removed), None))
+                self.sink(event_of((REMOVED, tuple(removed), None)))
         if stored:
             self.stored_events += 1
             if self.sink is not None:
-                self.sink(KvEvent(STORED, tuple(stored), stored_parent))
+                self.sink(event_of((STORED, tuple(stored), stored_parent)))
         return n
 
     def acquire_partial(self) -> bool:
@@ -200,7 +200,7 @@ class KvCache:
         self.active[h] = 1
         self.stored_events += 1
         if self.sink is not None:
-            self.sink(KvEvent(STORED, (h,), parent))
+            self.sink(event_of((STORED, (h,), parent)))
 
     def release(self, hashes: list[int]) -> None:
         """Drop one reference from each block, tail first (the tail enters the LRU first)."""

@@ -149,18 +149,14 @@ class VllmScheduler:
 
     def schedule(self) -> SchedulePlan:
         """Decide the next pass: schedule running requests, then admit waiting ones; allocates their KV."""
-        plan = SchedulePlan([], [], [], [], [])  # (the lists given: no default factories on the hot path)
-        budget = self._schedule_running(plan, self.args.max_num_batched_tokens)
-        if not plan.preempted and self.waiting:
-            budget = self._schedule_waiting(plan, budget)
-        plan.budget_used = self.args.max_num_batched_tokens - budget
-        return plan
-
-    def _schedule_running(self, plan: SchedulePlan, budget: int) -> int:
-        """Give running requests their tokens in order, preempting when KV runs out; returns the budget left."""
+        scheduled: list[Request] = []
+        num_tokens: list[int] = []
+        preempted: list[Request] = []
+        plan = SchedulePlan(scheduled, num_tokens, preempted, [], [])  # (no default factories on the hot path)
+        budget = max_budget = self.args.max_num_batched_tokens
+        # 1. running requests, in order, preempting when KV runs out (inline: this runs every pass)
         running = self.running
         allocate = self.kv_manager.allocate_slots
-        scheduled, num_tokens, preempted = plan.scheduled, plan.num_tokens, plan.preempted
         fifo = not self.lifo
         i = 0  # running[:i] are exactly the requests scheduled so far, in order
         while i < len(running) and budget > 0:
@@ -184,7 +180,11 @@ class VllmScheduler:
                 num_tokens.append(n)
                 budget -= n
                 i += 1
-        return budget
+        # 2. waiting requests, unless this pass had to preempt
+        if not preempted and self.waiting:
+            budget = self._schedule_waiting(plan, budget)
+        plan.budget_used = max_budget - budget
+        return plan
 
     def _schedule_waiting(self, plan: SchedulePlan, budget: int) -> int:
         """Admit waiting requests, head first, while they fit; returns the budget left."""
