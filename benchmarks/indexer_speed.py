@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from dynosim.config import RunConfig  # noqa: E402
 from dynosim.router.indexer import KvIndexer  # noqa: E402
-from dynosim.sim import simulation  # noqa: E402
+from dynosim.router.router import Router  # noqa: E402
+from dynosim.sim.simulation import simulate  # noqa: E402
 from dynosim.traces.mooncake import load_trace  # noqa: E402
 
 
@@ -35,7 +36,8 @@ class NaiveIndexer:
     def __init__(self, n: int):
         self.held: list[dict[int, bool]] = [{} for _ in range(n)]
 
-    def apply(self, w, kind, hashes, parent=None):
+    def apply(self, w, event):
+        kind, hashes, _ = event
         d = self.held[w]
         if kind == "stored":
             for h in hashes:
@@ -64,7 +66,8 @@ class RadixIndexer:
         self.root: dict = {}
         self.node_of: dict[int, dict] = {}  # hash -> node {"w": set, "c": children, "p": parent dict}
 
-    def apply(self, w, kind, hashes, parent=None):
+    def apply(self, w, event):
+        kind, hashes, parent = event
         if kind == "stored":
             children = self.root if parent is None else self.node_of.get(parent, {"c": self.root})["c"]
             for h in hashes:
@@ -99,24 +102,24 @@ class RadixIndexer:
 
 
 def record(trace_path: str, workers: int):
+    """Every KV event and routing lookup of one kv-routed run, in order (the Router's two entry points are
+    wrapped for the run and restored after it)."""
     ops: list[tuple] = []
-    orig = simulation.Router
+    on_kv_event, assign = Router.on_kv_event, Router._assign
 
-    class RecordingRouter(orig):
-        def on_kv_event(self, worker, kind, hashes, parent):
-            ops.append((0, worker, kind, list(hashes), parent))
-            super().on_kv_event(worker, kind, hashes, parent)
+    def recording_event(self, worker, event):
+        ops.append((0, worker, event))
+        on_kv_event(self, worker, event)
 
-        def _assign(self, req, now):
-            ops.append((1, req.seq_hashes))
-            return super()._assign(req, now)
+    def recording_assign(self, req, now):
+        ops.append((1, req.seq_hashes))
+        return assign(self, req, now)
 
-    simulation.Router = RecordingRouter
+    Router.on_kv_event, Router._assign = recording_event, recording_assign
     try:
-        trace = load_trace(trace_path)
-        simulation.simulate(trace, RunConfig(workers=workers, router_mode="kv"))
+        simulate(load_trace(trace_path), RunConfig(workers=workers, router_mode="kv"))
     finally:
-        simulation.Router = orig
+        Router.on_kv_event, Router._assign = on_kv_event, assign
     return ops
 
 
@@ -126,7 +129,7 @@ def replay(indexer, ops) -> tuple[float, list]:
     t = time.perf_counter()
     for op in ops:
         if op[0] == 0:
-            apply(op[1], op[2], op[3], op[4])
+            apply(op[1], op[2])
         else:
             answers.append(depths(op[1]))
     return time.perf_counter() - t, answers
@@ -145,7 +148,7 @@ def main() -> int:
     ops = record(args.trace, args.workers)
     n_events = sum(1 for o in ops if o[0] == 0)
     n_lookups = len(ops) - n_events
-    n_blocks = sum(len(o[3]) for o in ops if o[0] == 0)
+    n_blocks = sum(len(o[2].block_hashes) for o in ops if o[0] == 0)
     print(f"recorded {n_events:,} KV events ({n_blocks:,} blocks) and {n_lookups:,} lookups "
           f"from {args.trace} on {args.workers} workers in {time.perf_counter() - t:.1f} s")
     results = {}
