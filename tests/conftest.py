@@ -251,3 +251,22 @@ def router_modes() -> list[str]:
     from dynosim.router.policies import POLICIES
 
     return [m for m in ("round-robin", "random", "least-loaded", "kv") if m in POLICIES]
+
+
+def fifo_at_the_brink():
+    """A FIFO engine of 15 blocks of 16 tokens where the next pass must preempt: X and Y (1-token prompts,
+    60 outputs) decode, P (200-token prompt) is mid-prefill; returns ``(scheduler, x, y, p)``."""
+    from dynosim.engines.mocker.config import MockerArgs
+    from dynosim.engines.mocker.scheduler import VllmScheduler
+
+    s = VllmScheduler(MockerArgs(block_size=16, num_gpu_blocks=15, max_num_seqs=4, max_num_batched_tokens=64,
+                                 preemption_mode="fifo"))
+    x, y, p = make_request(0, 1, 60, 16), make_request(1, 1, 60, 16), make_request(2, 200, 2, 16)
+    s.add(x)
+    s.add(y)
+    for _ in range(14):
+        s.step()
+    s.add(p)
+    s.step()
+    s.step()
+    return s, x, y, p

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import drive, make_request, ns, poly_decode, poly_prefill
+from conftest import drive, fifo_at_the_brink, make_request, ns, poly_decode, poly_prefill
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.contract import KvPoolView, PassResult, Scheduler
 from dynosim.engines.mocker.scheduler import SchedulePlan, VllmScheduler
@@ -56,15 +56,7 @@ def test_a_plan_that_preempts_admits_nobody_and_its_application_emits_the_surviv
 
 
 def test_fifo_plan_undoes_the_victims_tokens():
-    s = sched(block_size=16, num_gpu_blocks=15, max_num_seqs=4, max_num_batched_tokens=64, preemption_mode="fifo")
-    x, y, p = make_request(0, 1, 60, 16), make_request(1, 1, 60, 16), make_request(2, 200, 2, 16)
-    s.add(x)
-    s.add(y)
-    for _ in range(14):
-        s.step()
-    s.add(p)
-    s.step()
-    s.step()
+    s, x, y, p = fifo_at_the_brink()
     plan = s.schedule()  # X and Y decode, then P's chunk needs blocks: X, already scheduled, is the victim
     assert plan.preempted == [x] and plan.scheduled == [y, p] and plan.num_tokens == [1, 62]
     assert plan.budget_used == 63

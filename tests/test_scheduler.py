@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import drive, make_request, ns, poly_decode, poly_prefill
+from conftest import drive, fifo_at_the_brink, make_request, ns, poly_decode, poly_prefill
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.scheduler import VllmScheduler
 
@@ -301,15 +301,7 @@ def test_lifo_victim_is_the_newest_running_request_and_goes_to_the_front():
 
 
 def test_fifo_victim_is_the_oldest_running_request_even_if_already_scheduled():
-    s = sched(block_size=16, num_gpu_blocks=15, max_num_seqs=4, max_num_batched_tokens=64, preemption_mode="fifo")
-    x, y, p = make_request(0, 1, 60, 16), make_request(1, 1, 60, 16), make_request(2, 200, 2, 16)
-    s.add(x)
-    s.add(y)
-    for _ in range(14):
-        s.step()
-    s.add(p)
-    s.step()
-    s.step()
+    s, x, y, p = fifo_at_the_brink()
     assert s.running == [x, y, p] and p.computed == 124
     res = s.step()  # X and Y decode, then P's chunk needs blocks: X (oldest) is preempted
     assert res.preempted == 1 and s.running == [y, p] and list(s.waiting) == [x]
