@@ -958,39 +958,42 @@ def test_validate_attach_counts_are_checked_in_the_library_too(tmp_path):
         LiveReplay(trace, pd_config("round-robin", 1, 2), [dead], MODEL, decode_urls=[dead])
 
 
-def test_disaggregated_replay_routes_decode_with_the_simulators_decode_router(tmp_path, monkeypatch):
+def test_disaggregated_replay_routes_decode_with_the_simulators_decode_router(tmp_path):
     """Live decode is chosen by the decode router build_deployment wires for the simulator too: a fresh
     deploy.routers.decode_router fed the same routes, first tokens and completions (at the same times) makes
     every choice the live run made; each hand-off is routed once, then told of its first token and completion."""
-    import dynosim.deploy.assembly as assembly
+    from dynosim.deploy.frontend import DisaggFrontend
     from dynosim.deploy.routers import decode_router
     from dynosim.request import Request
 
     built, calls = [], []
-    orig = assembly.decode_router
 
-    def spy(cfg, *a, **kw):
-        r = orig(cfg, *a, **kw)
-        built.append((cfg, r))
-        for name in ("route", "on_first_token", "on_complete"):
-            def wrapped(req, now, fn=getattr(r, name), name=name):
-                out = fn(req, now)
-                calls.append((name, req, now, out))
-                return out
-            setattr(r, name, wrapped)
-        return r
-    monkeypatch.setattr(assembly, "decode_router", spy)
+    class Observed(DisaggFrontend):
+        """The frontend build_deployment makes, recording every call on the decode router it was given."""
+
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            r = self.decode_router
+            built.append(r)
+            for name in ("route", "on_first_token", "on_complete"):
+                def wrapped(req, now, fn=getattr(r, name), name=name):
+                    out = fn(req, now)
+                    calls.append((name, req, now, out))
+                    return out
+                setattr(r, name, wrapped)
+
     # requests 8 ms apart that decode for ~60 ms, prompts of different lengths: several decodes at once, so
     # the kv decode router's choice depends on the blocks each decode worker holds
     rows = [{"timestamp": 8 * i, "input_length": TBS * (1 + i % 3), "output_length": 8 + 4 * (i % 2),
              "hash_ids": [300 + i, 400 + i, 500 + i][:1 + i % 3]} for i in range(16)]
     trace = load_rows(tmp_path, rows, tbs=TBS)
     cfg = pd_config("kv", 2, 3)
-    run, _, _ = asyncio.run(_replay_pd(trace, cfg))
+    run, _, _ = asyncio.run(_replay_pd(trace, cfg, frontend_cls=Observed))
     s = assert_accounted(run, len(rows))
     assert s["requests"]["completed"] == len(rows)
-    (built_cfg, router), = built
-    assert built_cfg is cfg and router.workers == [0, 1, 2] and not router.wants_kv_events
+    router, = built
+    assert router.workers == [0, 1, 2] and not router.wants_kv_events
+    assert type(router.policy) is type(decode_router(cfg).policy)
     by_rid = {r.rid: r for r in run.requests}
     for rid in by_rid:
         mine = [(n, req) for n, req, _, _ in calls if req.rid == rid]

@@ -31,6 +31,7 @@ import aiohttp
 from dynosim.clock import WallClock
 from dynosim.config import RunConfig
 from dynosim.deploy.assembly import Deployment, WorkerSignals, build_deployment
+from dynosim.deploy.frontend import Frontend
 from dynosim.engines.live.client import LiveClient
 from dynosim.engines.live.metrics import MetricsError, delta, scrape
 from dynosim.request import Request
@@ -50,7 +51,8 @@ class LiveReplay:
     ``(worker, on_event) -> listener`` (objects with async ``start``/``stop`` and ``stats``), one per
     worker of the pool whose router indexes KV events. ``servers``: launched processes to watch; a
     dead one ends the run. ``health_every_s`` polls ``/health`` of attached endpoints too:
-    ``health_failures`` misses in a row end the run.
+    ``health_failures`` misses in a row end the run. ``frontend_cls``: the frontend class to build
+    (as the simulator's ``Parts.frontend``), default ``Frontend`` or ``DisaggFrontend``.
     """
 
     def __init__(self, trace: Trace, cfg: RunConfig, urls: list[str], model: str, *, vocab_size: int = 2048,
@@ -61,7 +63,7 @@ class LiveReplay:
                  progress: Callable[[int, int, int], None] | None = None,
                  heartbeat: Callable[[dict], None] | None = None, heartbeat_every_s: float = 1.0,
                  decode_urls: list[str] | None = None, warmup_attempts: int = 3, warmup_retry_s: float = 2.0,
-                 kv_connect_timeout_s: float = 10.0):
+                 kv_connect_timeout_s: float = 10.0, frontend_cls: type[Frontend] | None = None):
         decode_urls = list(decode_urls or [])
         d = cfg.disagg
         if d is None and decode_urls:
@@ -102,6 +104,7 @@ class LiveReplay:
         self.warmup: dict = {}
         self.ledger: LiveLedger | None = None
         self.deployment: Deployment | None = None
+        self.frontend_cls = frontend_cls    # a Frontend / DisaggFrontend subclass (tests observe through it)
 
     # -- wiring ---------------------------------------------------------------------
     def _build(self, session: aiohttp.ClientSession) -> Deployment:
@@ -118,6 +121,7 @@ class LiveReplay:
             state = self._worker_state[pool]
             return lambda w: state[w]
         return build_deployment(self.cfg, self.clock, self.trace, self.hasher, make, worker_metrics=metrics,
+                                frontend_cls=self.frontend_cls,
                                 link=None if self.cfg.disagg is None else instant_link())
 
     def _fail(self, req: Request, reason: str) -> None:
