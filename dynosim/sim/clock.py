@@ -8,7 +8,7 @@ from typing import Callable
 import simpy
 from simpy.core import Environment
 
-from dynosim.clock import PRIO_ARRIVAL, PRIO_COMPLETION, PRIO_PASS_START, Clock  # noqa: F401
+from dynosim.clock import PRIO_ARRIVAL
 
 
 class _Callback(simpy.Event):

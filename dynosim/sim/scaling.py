@@ -24,7 +24,7 @@ from dynosim.deploy.assembly import Pool
 from dynosim.planner.load import EngineLoad
 from dynosim.planner.planner import LOAD, THROUGHPUT, Observation, Planner, PoolSpec, PoolState
 from dynosim.sim.capacity import MockerCapacity
-from dynosim.sim.clock import PRIO_ARRIVAL, Clock
+from dynosim.clock import PRIO_ARRIVAL, Clock
 from dynosim.sim.worker import Worker
 
 OFF, STARTING, READY, DRAINING = "off", "starting", "ready", "draining"

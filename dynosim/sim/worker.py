@@ -19,7 +19,7 @@ from dynosim.engines.mocker.kv_cache import EventSink
 from dynosim.metrics.token_gaps import TokenGaps
 from dynosim.request import Request
 from dynosim.router.kv_event import KvEvent
-from dynosim.sim.clock import PRIO_ARRIVAL, PRIO_COMPLETION, PRIO_PASS_START, Clock
+from dynosim.clock import PRIO_ARRIVAL, PRIO_COMPLETION, PRIO_PASS_START, Clock
 
 
 class Worker:

@@ -28,8 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dynosim.config import RunConfig
-from dynosim.metrics.catalog import (HIGHER_IS_BETTER, JUDGED, LOWER_IS_BETTER,  # noqa: F401 - kept importable here
-                                     REGRESS_DEFAULT, SWEEP_ROW, direction)
+from dynosim.metrics.catalog import JUDGED, REGRESS_DEFAULT, SWEEP_ROW, direction
 
 # the direction in which each metric is better, and what is compared by default: the metric catalogue's
 # (a figure regress compares is a sweep row's column with a direction)

@@ -48,7 +48,7 @@ from dynosim.engines.mocker.kv_cache import EventSink, KvCache
 from dynosim.engines.mocker.timing import TimingModel, timing_for
 from dynosim.request import Request, RequestStatus
 
-__all__ = ["PassResult", "SchedulePlan", "VllmScheduler"]
+__all__ = ["SchedulePlan", "VllmScheduler"]
 
 
 def _ns(ms: float) -> float:
