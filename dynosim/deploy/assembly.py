@@ -22,6 +22,9 @@ from dynosim.router.kv_event import KvEvent
 from dynosim.router.router import Router
 from dynosim.traces.mooncake import Trace
 
+# each pool's name and the role its workers play in it
+ROLE_OF_POOL = {"workers": "aggregated", "prefill": "prefill", "decode": "decode"}
+
 KvEventSink = Callable[[int, list[KvEvent]], None]   # (worker id, the events of one pass) -> None
 
 
@@ -101,7 +104,7 @@ def build_deployment(cfg: RunConfig, clock: Clock, trace: Trace, hasher: Hasher,
             return worker_factory("workers", wid, signals)
 
         workers.extend(new_worker(wid) for wid in range(cfg.workers))
-        return Deployment(frontend, router, [Pool("workers", "aggregated", router, workers, new_worker)])
+        return Deployment(frontend, router, [Pool("workers", ROLE_OF_POOL["workers"], router, workers, new_worker)])
 
     d = cfg.disagg
     pre_args, dec_args = engines["prefill"], engines["decode"]
@@ -126,6 +129,6 @@ def build_deployment(cfg: RunConfig, clock: Clock, trace: Trace, hasher: Hasher,
 
     prefill.extend(new_prefill(wid) for wid in range(d.prefill_workers))
     decode.extend(new_decode(wid) for wid in range(d.decode_workers))
-    pools = [Pool("prefill", "prefill", p_router, prefill, new_prefill),
-             Pool("decode", "decode", d_router, decode, new_decode)]
+    pools = [Pool("prefill", ROLE_OF_POOL["prefill"], p_router, prefill, new_prefill),
+             Pool("decode", ROLE_OF_POOL["decode"], d_router, decode, new_decode)]
     return Deployment(frontend, p_router, pools, link)

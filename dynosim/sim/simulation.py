@@ -11,7 +11,7 @@ import pandas as pd
 
 from dynosim.clock import Clock
 from dynosim.config import RunConfig
-from dynosim.deploy.assembly import Deployment, Pool, WorkerSignals, build_deployment
+from dynosim.deploy.assembly import ROLE_OF_POOL, Deployment, Pool, WorkerSignals, build_deployment
 from dynosim.deploy.frontend import Frontend
 from dynosim.engines.mocker.config import MockerArgs
 from dynosim.engines.mocker.contract import Scheduler
@@ -84,14 +84,13 @@ def mocker_worker_factory(cfg: RunConfig, clock: Clock, gaps: TokenGaps, parts: 
     Returns ``(factory, engines, timings)``, the last two per pool name."""
     engines = cfg.pool_engines()
     timings = {pool: timing_for(args) for pool, args in engines.items()}
-    role = {"workers": "aggregated", "prefill": "prefill", "decode": "decode"}
 
     def make(pool: str, wid: int, signals: WorkerSignals) -> Worker:
         args, timing = engines[pool], timings[pool]
         cls = parts.scheduler or scheduler_class(args.engine_type)
 
         def make_scheduler(sink):
-            return cls(args, timing, sink=sink, role=role[pool], spec_seed=args.mtp_seed + wid)
+            return cls(args, timing, sink=sink, role=ROLE_OF_POOL[pool], spec_seed=args.mtp_seed + wid)
         return parts.worker(wid, clock, make_scheduler, gaps, signals.on_first_token, signals.on_complete,
                             on_failed=signals.on_failed, fast_forward=cfg.fast_forward,
                             on_kv_events=signals.on_kv_events, on_pass=parts.on_pass,

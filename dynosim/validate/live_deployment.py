@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dynosim.config import DisaggConfig, RunConfig
+from dynosim.deploy.assembly import ROLE_OF_POOL
 from dynosim.disagg.transfer import DTYPE_BYTES, ModelKVShape, TransferConfig
 from dynosim.engines.live.launcher import LaunchSpec, cpu_core_plan, plan_ports
 
 if TYPE_CHECKING:
     from dynosim.validate.workflow import ValidateOptions
-
-ROLE_OF_POOL = {"workers": "aggregated", "prefill": "prefill", "decode": "decode"}
 
 
 def pool_roles(cfg: RunConfig) -> list[tuple[str, int]]:
